@@ -12,6 +12,9 @@ import numpy as np
 EULER_ORDERS = ("XYZ", "XZY", "YXZ", "YZX", "ZXY", "ZYX")
 _AXIS = {"X": 0, "Y": 1, "Z": 2}
 _EPS = 1e-12
+# Below this cos(middle angle) an Euler decomposition is treated as gimbal-locked; the error either way is
+# about this size (sqrt of float64 epsilon balances the two branches).
+_GIMBAL_EPS = 1e-8
 
 
 def _as_float(a) -> np.ndarray:
@@ -119,12 +122,16 @@ def matrix_to_rotvec(m) -> np.ndarray:
 
 
 def axis_angle_to_matrix(aa) -> np.ndarray:
-    """Blender axis-angle (..., 4) = (angle, x, y, z); the axis need not be unit length."""
+    """Blender axis-angle (..., 4) = (angle, x, y, z); the axis need not be unit length.
+
+    A zero axis gives the identity whatever the angle, as Blender's own pose evaluation does.
+    """
     aa = _as_float(aa)
     axis = aa[..., 1:]
     n = np.linalg.norm(axis, axis=-1, keepdims=True)
-    axis = np.where(n > _EPS, axis / np.maximum(n, _EPS), np.array([0.0, 1.0, 0.0]))  # Blender's default axis is Y
-    return rotvec_to_matrix(axis * aa[..., :1])
+    unit = axis / np.maximum(n, _EPS)
+    angle = np.where(n > _EPS, aa[..., :1], 0.0)
+    return rotvec_to_matrix(unit * angle)
 
 
 def matrix_to_axis_angle(m) -> np.ndarray:
@@ -168,20 +175,22 @@ def euler_to_matrix(e, order: str = "XYZ") -> np.ndarray:
 
 
 def matrix_to_euler(m, order: str = "XYZ") -> np.ndarray:
-    """(..., 3, 3) -> (..., 3) angles (x, y, z); the middle angle lies in [-pi/2, pi/2]."""
+    """(..., 3, 3) -> (..., 3) angles (x, y, z); the middle angle lies in [-pi/2, pi/2].
+
+    At gimbal lock (middle angle at +-pi/2) the last axis's angle is 0, as in Blender.
+    """
     m = _as_float(m)
     order = _check_order(order)
     i, j, k = (_AXIS[c] for c in order)  # applied first, second, third: R = R_k R_j R_i
     # Parity of the permutation (i, j, k): even for XYZ, YZX, ZXY.
     sign = 1.0 if (j - i) % 3 == 1 else -1.0
-    # R = R_k(c) R_j(b) R_i(a). Standard decomposition for this product.
-    rki = m[..., k, i]
-    b = np.arcsin(np.clip(-sign * rki, -1.0, 1.0))
-    cb = np.sqrt(m[..., k, j] ** 2 + m[..., k, k] ** 2)
-    gimbal = cb < 1e-9
+    # R = R_k(c) R_j(b) R_i(a): R[k,i] = -sign sin(b), and the first column's other two entries have norm cos(b).
+    cb = np.hypot(m[..., i, i], m[..., j, i])
+    b = np.arctan2(-sign * m[..., k, i], cb)  # atan2, not asin: accurate near +-pi/2
+    gimbal = cb < _GIMBAL_EPS
     a = np.arctan2(sign * m[..., k, j], m[..., k, k])
     c = np.arctan2(sign * m[..., j, i], m[..., i, i])
-    # Gimbal lock: set c = 0 and recover a from the remaining block.
+    # Gimbal lock: only a -+ c is defined; set c = 0 and recover a from the remaining block.
     a_g = np.arctan2(-sign * m[..., j, k], m[..., j, j])
     a = np.where(gimbal, a_g, a)
     c = np.where(gimbal, 0.0, c)
@@ -195,27 +204,23 @@ def _wrap_towards(x: np.ndarray, ref: np.ndarray) -> np.ndarray:
 
 
 def euler_compatible(e, ref, order: str = "XYZ") -> np.ndarray:
-    """Of the Euler triples equal to rotation `e`, the one closest to `ref` (like Blender's `to_euler(order, compat)`)."""
+    """Of the Euler triples equal to rotation `e`, the one closest to `ref`, as Blender's `to_euler(order, compat)`.
+
+    Like Blender: both Euler families, (a, b, c) and (a + pi, pi - b, c + pi), are wrapped angle by angle to within
+    pi of `ref`, and the one with the smaller sum of absolute differences wins (the first one on a tie).
+    """
     e, ref = _as_float(e), _as_float(ref)
     order = _check_order(order)
     i, j, k = (_AXIS[c] for c in order)
-    # The two families of solutions: (a, b, c) and (a + pi, pi - b, c + pi), each up to 2*pi wraps.
     alt = e.copy()
     alt[..., i] += np.pi
     alt[..., j] = np.pi - alt[..., j]
     alt[..., k] += np.pi
-    best = None
-    best_d = None
-    for cand in (e, alt):
-        c = _wrap_towards(cand, ref)
-        d = np.sum((c - ref) ** 2, axis=-1)
-        if best is None:
-            best, best_d = c, d
-        else:
-            take = d < best_d
-            best = np.where(take[..., None], c, best)
-            best_d = np.where(take, d, best_d)
-    return best
+    first = _wrap_towards(e, ref)
+    second = _wrap_towards(alt, ref)
+    d1 = np.sum(np.abs(first - ref), axis=-1)
+    d2 = np.sum(np.abs(second - ref), axis=-1)
+    return np.where((d1 > d2)[..., None], second, first)
 
 
 def euler_unwrap(e, order: str = "XYZ", axis: int = 0) -> np.ndarray:
