@@ -148,22 +148,28 @@ def _topological_order(parents: np.ndarray, names) -> np.ndarray:
 
 # --- kinematics ----------------------------------------------------------------------------------
 
-def _basis(rot: np.ndarray, loc: np.ndarray | None, n_joints: int) -> np.ndarray:
+def _basis(rot: np.ndarray, loc: np.ndarray | None, n_joints: int, locs: np.ndarray | None = None) -> np.ndarray:
     rot = np.asarray(rot, dtype=np.float64)
+    if rot.shape[-3:] != (n_joints, 3, 3):
+        raise ValueError(f"expected local rotations of shape (..., {n_joints}, 3, 3), got {rot.shape}")
     basis = np.zeros(rot.shape[:-2] + (4, 4))
     basis[..., :3, :3] = rot
     basis[..., 3, 3] = 1.0
+    if locs is not None:
+        basis[..., :3, 3] = locs
     if loc is not None:
         basis[..., 0, :3, 3] = loc
     return basis
 
 
-def forward_kinematics(skel: Skeleton, basis_rot, root_loc=None) -> np.ndarray:
+def forward_kinematics(skel: Skeleton, basis_rot, root_loc=None, *, basis_loc=None) -> np.ndarray:
     """Local rotations (..., J, 3, 3) [+ root location (..., 3) in the root's rest frame] -> (..., J, 4, 4) pose.
 
-    Joints are in parent-first order, so one pass suffices.
+    `basis_loc` (..., J, 3), optional: every joint's `matrix_basis` translation (in its own rest frame), for rigs
+    whose non-root bones move too (BVH files with position channels on every joint); `root_loc`, when given, wins
+    for the root. Joints are in parent-first order, so one pass suffices.
     """
-    basis = _basis(basis_rot, root_loc, skel.n_joints)
+    basis = _basis(basis_rot, root_loc, skel.n_joints, basis_loc)
     local = skel.rest_relative @ basis  # (..., J, 4, 4)
     pose = np.empty_like(local)
     pose[..., 0, :, :] = local[..., 0, :, :]

@@ -1,0 +1,1 @@
+"""Blender glue (thin): rig reading, the action/F-curve helper, bake, settings, operator, panel, registration."""

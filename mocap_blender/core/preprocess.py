@@ -1,0 +1,166 @@
+"""Model inputs from video frames and the rig: pure numpy functions shared by the runtime and by training.
+
+Image constants (input size, mean, std, letterbox fill) are NEVER written here: they come from the ONNX metadata
+(`runtime.MocapModel.meta`) or, in training, from the model config, and are passed in.
+
+The model's frame of reference for per-joint features is the rig's "canonical" frame: the root bone's posed
+frame (root head at the origin, axes of the root's pose matrix), lengths divided by `Skeleton.height`. Positions
+predicted in the camera frame map to it through the predicted root orientation.
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from .errors import MocapError
+from .graph import graph_tensors
+from .rotations import matrix_to_6d
+from .skeleton import Skeleton, forward_kinematics, pose_tails
+
+# Per-joint feature layout (documented once; its length is saved in the ONNX metadata as n_joint_features).
+JOINT_FEATURES = (
+    ("rest_head", 3), ("rest_tail", 3),  # rest head/tail in the root's rest frame, / height
+    ("rest_global6d", 6),  # rest rotation in the root's rest frame
+    ("rest_relative6d", 6),  # rotation of inv(rest[parent]) @ rest[j]
+    ("depth", 1), ("is_leaf", 1), ("is_root", 1), ("length", 1), ("n_children", 1),
+    ("ref_head", 3), ("ref_tail", 3),  # reference pose head/tail in the reference root frame, / height
+    ("ref_local6d", 6),  # reference local rotation (matrix_basis)
+    ("ref_global6d", 6),  # reference rotation in the reference root frame
+    ("ref_root_cam6d", 6),  # reference root orientation in the camera frame (camera given or default)
+)
+N_JOINT_FEATURES = sum(n for _, n in JOINT_FEATURES)
+LOCAL_HOPS = 2  # local attention heads see ancestors, descendants and joints within this many hops
+MASK_VALUE = -1e4  # additive mask value for forbidden attention pairs (float masks run faster than bool ones)
+
+# Front view: camera on the armature's -Y side looking along +Y, Z up (camera looks along its local -Z, +Y up).
+FRONT_CAMERA_ROTATION = np.array([[1.0, 0.0, 0.0],
+                                  [0.0, 0.0, -1.0],
+                                  [0.0, 1.0, 0.0]])
+
+
+# --- frames --------------------------------------------------------------------------------------
+
+def letterbox_params(height: int, width: int, size: int) -> tuple[float, float, float]:
+    """Scale and offsets mapping original pixels to the square model input: x_in = x * scale + offset."""
+    scale = size / float(max(height, width))
+    ox = 0.5 * (size - width * scale)
+    oy = 0.5 * (size - height * scale)
+    return scale, ox, oy
+
+
+def preprocess_frames(frames, size: int, mean, std) -> np.ndarray:
+    """RGB uint8 frames (T, H, W, 3) -> float32 (T, 3, size, size): letterboxed (aspect kept), normalised.
+
+    `size`, `mean` and `std` (RGB, for values in [0, 1]) come from the model metadata. Padding is the mean colour
+    (zero after normalisation).
+    """
+    frames = np.asarray(frames)
+    if frames.ndim != 4 or frames.shape[-1] != 3:
+        raise MocapError(f"Expected video frames shaped (T, H, W, 3) RGB, got {frames.shape}.")
+    if frames.dtype != np.uint8:
+        raise MocapError(f"Expected uint8 video frames, got {frames.dtype}.")
+    t, h, w, _ = frames.shape
+    mean = np.asarray(mean, dtype=np.float32).reshape(1, 1, 3)
+    std = np.asarray(std, dtype=np.float32).reshape(1, 1, 3)
+    scale, ox, oy = letterbox_params(h, w, size)
+    nw, nh = max(1, int(round(w * scale))), max(1, int(round(h * scale)))
+    x0, y0 = int(round(ox)), int(round(oy))
+    out = np.zeros((t, size, size, 3), dtype=np.float32)
+    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+    for i in range(t):
+        img = frames[i] if (nw, nh) == (w, h) else cv2.resize(frames[i], (nw, nh), interpolation=interp)
+        out[i, y0:y0 + nh, x0:x0 + nw] = (img.astype(np.float32) / 255.0 - mean) / std
+    return np.ascontiguousarray(out.transpose(0, 3, 1, 2))
+
+
+def uv_to_pixels(uv, height: int, width: int, size: int) -> np.ndarray:
+    """Model-input coordinates in [0, 1] (u right, v down) -> original video pixels (x, y)."""
+    scale, ox, oy = letterbox_params(height, width, size)
+    uv = np.asarray(uv, dtype=np.float64)
+    return np.stack([(uv[..., 0] * size - ox) / scale, (uv[..., 1] * size - oy) / scale], axis=-1)
+
+
+# --- rig -----------------------------------------------------------------------------------------
+
+def canonical_positions(skel: Skeleton, pose) -> tuple[np.ndarray, np.ndarray]:
+    """Armature-space pose matrices (..., J, 4, 4) -> heads, tails (..., J, 3) in the root's posed frame / height."""
+    pose = np.asarray(pose, dtype=np.float64)
+    root = pose[..., :1, :, :]  # (..., 1, 4, 4)
+    rt = np.swapaxes(root[..., :3, :3], -1, -2)
+    heads = np.einsum("...ab,...jb->...ja", rt[..., 0, :, :], pose[..., :3, 3] - root[..., :3, 3])
+    tails = np.einsum("...ab,...jb->...ja", rt[..., 0, :, :], pose_tails(skel, pose) - root[..., :3, 3])
+    return heads / skel.height, tails / skel.height
+
+
+def local_attention_mask(hops: np.ndarray, ancestor: np.ndarray, local_hops: int = LOCAL_HOPS) -> np.ndarray:
+    """(J, J) additive float32 mask of the local heads: 0 where allowed, MASK_VALUE elsewhere."""
+    allowed = ancestor | ancestor.T | (hops <= local_hops)
+    return np.where(allowed, 0.0, MASK_VALUE).astype(np.float32)
+
+
+def make_rig_inputs(skel: Skeleton, ref_rot, *, ref_cam_to_arm=None, max_hops: int = 8) -> dict[str, np.ndarray]:
+    """Every per-joint and graph input of the model, from the rig and its reference pose.
+
+    ref_rot: (J, 3, 3) local rotations (matrix_basis) of the reference pose, in the skeleton's joint order.
+    ref_cam_to_arm: (3, 3) rotation taking camera-frame vectors to armature space at the reference frame
+    (= inv(armature world rotation) @ camera world rotation); default: the front view.
+    Returns float32/int64 arrays: joint_feats (J, F), ref_rot6d (J, 6), hops (J, J), edge_type (J, J),
+    local_mask (J, J) additive; plus `root_rest` (3, 3) (not a network input: the runtime uses it to turn the
+    predicted root orientation into the root's matrix_basis). Training calls this same function.
+    """
+    j = skel.n_joints
+    ref_rot = np.asarray(ref_rot, dtype=np.float64)
+    if ref_rot.shape != (j, 3, 3):
+        raise MocapError(f"The reference pose has rotations shaped {ref_rot.shape}; the rig needs ({j}, 3, 3).")
+    if not np.all(np.isfinite(ref_rot)):
+        raise MocapError("The reference pose has non-finite rotations. Reset the broken bones' rotations.")
+    cam = FRONT_CAMERA_ROTATION if ref_cam_to_arm is None else np.asarray(ref_cam_to_arm, dtype=np.float64)
+    h = skel.height
+
+    rest_root = skel.rest[0, :3, :3]
+    rest_head = (skel.heads - skel.heads[0]) @ rest_root / h  # rows: v @ R = R^T v
+    rest_tail = (skel.tails - skel.heads[0]) @ rest_root / h
+    rest_global = np.swapaxes(rest_root, -1, -2)[None] @ skel.rest[:, :3, :3]
+    depth = skel.subset_depth().astype(np.float64)
+    n_children = np.array([len(c) for c in skel.children], dtype=np.float64)
+
+    ref_pose = forward_kinematics(skel, ref_rot)  # (J, 4, 4)
+    ref_head, ref_tail = canonical_positions(skel, ref_pose)
+    ref_root = ref_pose[0, :3, :3]
+    ref_global = ref_root.T[None] @ ref_pose[:, :3, :3]
+    ref_root_cam = cam.T @ ref_root
+
+    cols = [rest_head, rest_tail, matrix_to_6d(rest_global), matrix_to_6d(skel.rest_relative[:, :3, :3]),
+            (depth / 8.0)[:, None], skel.is_leaf[:, None].astype(np.float64),
+            (np.arange(j) == 0)[:, None].astype(np.float64), (skel.lengths / h)[:, None],
+            (n_children / 4.0)[:, None],
+            ref_head, ref_tail, matrix_to_6d(ref_rot), matrix_to_6d(ref_global),
+            np.broadcast_to(matrix_to_6d(ref_root_cam), (j, 6))]
+    feats = np.concatenate(cols, axis=-1).astype(np.float32)
+    assert feats.shape == (j, N_JOINT_FEATURES)
+
+    g = graph_tensors(skel, max_hops=max_hops)
+    return {
+        "joint_feats": feats,
+        "ref_rot6d": matrix_to_6d(ref_rot).astype(np.float32),
+        "hops": g["hops"].astype(np.int64),
+        "edge_type": g["edge_type"].astype(np.int64),
+        "local_mask": local_attention_mask(g["hops"], g["ancestor"]),
+        "root_rest": rest_root.astype(np.float64),
+    }
+
+
+def make_ref_flag(n_frames: int, ref_frame: int | None) -> np.ndarray:
+    """(T,) float32: 1 on the window frame that the reference pose shows (if any), else 0."""
+    flag = np.zeros(n_frames, dtype=np.float32)
+    if ref_frame is not None and 0 <= int(ref_frame) < n_frames:
+        flag[int(ref_frame)] = 1.0
+    return flag
+
+
+def root_basis_from_orientation(root_orient_cam, cam_to_arm, root_rest) -> np.ndarray:
+    """Root orientation in the camera frame (..., 3, 3) -> the root's matrix_basis rotation (..., 3, 3).
+
+    pose_root = cam_to_arm @ O  (armature space) = rest_root @ basis  =>  basis = rest_root^T @ cam_to_arm @ O.
+    """
+    return np.swapaxes(np.asarray(root_rest), -1, -2) @ np.asarray(cam_to_arm) @ np.asarray(root_orient_cam)

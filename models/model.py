@@ -1,0 +1,309 @@
+"""The capture network: video -> pose -> rotation for any rig, anchored by a reference pose-rotation pair.
+
+Read top to bottom:
+  1. ModelConfig: every hyperparameter, saved inside checkpoints and the ONNX metadata.
+  2. Image tokens: EfficientNet-Lite0 stride-16 and stride-32 maps of each frame, projected to `dim`.
+  3. Joint tokens: rest features + reference pair (mocap_blender/core/preprocess.py::make_rig_inputs) + a flag
+     on the frame the reference pose shows.
+  4. Blocks: skeleton attention (GL-GMHA: learned biases by hop distance and edge type, local heads masked to the
+     kinematic neighbourhood, global heads unrestricted), cross-attention to the frame's image tokens (stage 2:
+     biased towards the image around the bone), temporal attention along each joint's track, MLP.
+  5. Stage 1 (video -> pose): heads and tails per joint in the camera frame (root-relative, / rig height), their
+     image coordinates, the root orientation in the camera frame, the root depth, a confidence.
+  6. Stage 2 (pose -> rotation): the stage-1 pose turned into the root's frame (canonical), plus the stage-1
+     tokens and the image, predict each bone's local rotation as a residual on the reference rotation, then a
+     per-clip twist about the bone axis pooled over the whole window. Gradients flow from stage 2 into stage 1.
+
+Shapes: B batch, T frames, J joints, N image tokens per frame, D = cfg.dim. Masks are additive floats.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mocap_blender.core.preprocess import N_JOINT_FEATURES
+from .encoder import IMAGENET_MEAN, IMAGENET_STD, build_encoder
+from .geometry import matrix_to_sixd, sixd_to_matrix, twist_y
+
+FORMAT_VERSION = 1  # bump when inputs/outputs/metadata change meaning; the runtime refuses other versions
+N_EDGE_TYPES = 6
+
+
+@dataclass
+class ModelConfig:
+    img_size: int = 160  # square model input (pixels); frames are letterboxed to it
+    encoder: str = "lite0"  # "lite0" (ImageNet EfficientNet-Lite0, packaged weights) or "small<width>" (scratch)
+    mean: tuple = IMAGENET_MEAN
+    std: tuple = IMAGENET_STD
+    dim: int = 128  # token width
+    heads: int = 4  # attention heads per layer
+    local_heads: int = 2  # of which restricted to the kinematic neighbourhood
+    ffn_mult: int = 2
+    stage1_layers: int = 3
+    stage2_layers: int = 3
+    max_hops: int = 8  # hop distances are capped here (core.graph.graph_tensors)
+    max_rel_time: int = 16  # temporal relative-position bias buckets: -max..+max (clipped)
+    window: int = 32  # frames per window in training and at run time
+    max_joints: int = 160
+    n_joint_features: int = N_JOINT_FEATURES
+    stage2_images: bool = True  # rotation tokens cross-attend to the image (False = image-free ablation)
+    clip_twist: bool = True  # per-clip twist offset pooled over the window
+    freeze_encoder: bool = True
+    dropout: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
+        for k in ("mean", "std"):
+            if k in known:
+                known[k] = tuple(known[k])
+        return cls(**known)
+
+
+def mlp(din: int, dout: int, hidden: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(din, hidden), nn.GELU(), nn.Linear(hidden, dout))
+
+
+def attention(q, k, v, bias=None):
+    """q (..., H, Lq, dh), k/v (..., H, Lk, dh), bias broadcastable to (..., H, Lq, Lk) -> (..., H, Lq, dh)."""
+    s = q @ k.transpose(-1, -2) * (1.0 / math.sqrt(q.shape[-1]))
+    if bias is not None:
+        s = s + bias
+    return torch.softmax(s, dim=-1) @ v
+
+
+class SkeletonAttention(nn.Module):
+    """GL-GMHA over the joints of one frame: biases by hop distance and edge type; local heads masked."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.h, self.hl = cfg.heads, cfg.local_heads
+        self.qkv = nn.Linear(cfg.dim, 3 * cfg.dim)
+        self.out = nn.Linear(cfg.dim, cfg.dim)
+        self.hop_bias = nn.Embedding(cfg.max_hops + 1, cfg.heads)
+        self.edge_bias = nn.Embedding(N_EDGE_TYPES, cfg.heads)
+        nn.init.zeros_(self.hop_bias.weight), nn.init.zeros_(self.edge_bias.weight)
+
+    def graph_bias(self, hops, edge_type, local_mask, joint_pad):
+        """(B, J, J) x3, (B, J) -> (B, 1, H, J, J) additive bias shared by every frame."""
+        bias = (self.hop_bias(hops) + self.edge_bias(edge_type)).permute(0, 3, 1, 2)  # (B, H, J, J)
+        is_local = (torch.arange(self.h) < self.hl).to(bias.dtype)[None, :, None, None]  # (1, H, 1, 1)
+        bias = bias + is_local * local_mask[:, None] + joint_pad[:, None, None, :]
+        return bias[:, None]
+
+    def forward(self, x, bias):  # x (B, T, J, D)
+        b, t, j, d = x.shape
+        q, k, v = self.qkv(x).view(b, t, j, 3, self.h, d // self.h).permute(3, 0, 1, 4, 2, 5)  # (B, T, H, J, dh)
+        y = attention(q, k, v, bias)  # (B, T, H, J, dh)
+        return self.out(y.transpose(2, 3).reshape(b, t, j, d))
+
+
+class TemporalAttention(nn.Module):
+    """Each joint's track over the window, with a learned bias by (clipped) relative time."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.h, self.r = cfg.heads, cfg.max_rel_time
+        self.qkv = nn.Linear(cfg.dim, 3 * cfg.dim)
+        self.out = nn.Linear(cfg.dim, cfg.dim)
+        self.rel_bias = nn.Embedding(2 * cfg.max_rel_time + 1, cfg.heads)
+        nn.init.zeros_(self.rel_bias.weight)
+
+    def time_bias(self, t: int, device=None):
+        idx = torch.arange(t, device=device)
+        rel = (idx[None, :] - idx[:, None]).clamp(-self.r, self.r) + self.r  # (T, T)
+        return self.rel_bias(rel).permute(2, 0, 1)[None, None]  # (1, 1, H, T, T)
+
+    def forward(self, x, bias):  # x (B, T, J, D)
+        b, t, j, d = x.shape
+        q, k, v = self.qkv(x).view(b, t, j, 3, self.h, d // self.h).permute(3, 0, 2, 4, 1, 5)  # (B, J, H, T, dh)
+        y = attention(q, k, v, bias)  # (B, J, H, T, dh)
+        return self.out(y.permute(0, 3, 1, 2, 4).reshape(b, t, j, d))
+
+
+class ImageCrossAttention(nn.Module):
+    """Joint tokens of frame t attend to the image tokens of frame t, optionally biased towards their bone."""
+
+    def __init__(self, cfg: ModelConfig, local: bool):
+        super().__init__()
+        self.h = cfg.heads
+        self.q = nn.Linear(cfg.dim, cfg.dim)
+        self.kv = nn.Linear(cfg.dim, 2 * cfg.dim)
+        self.out = nn.Linear(cfg.dim, cfg.dim)
+        # per-head sharpness of the "near the bone" bias (softplus); heads start from broad to sharp
+        self.sharp = nn.Parameter(torch.linspace(-2.0, 3.0, cfg.heads)) if local else None
+
+    def forward(self, x, img, bone_d2=None):
+        # x (B, T, J, D); img (B, T, N, D); bone_d2 (B, T, J, N) squared image distance token <-> bone
+        b, t, j, d = x.shape
+        n = img.shape[2]
+        dh = d // self.h
+        q = self.q(x).view(b, t, j, self.h, dh).transpose(2, 3)  # (B, T, H, J, dh)
+        k, v = self.kv(img).view(b, t, n, 2, self.h, dh).permute(3, 0, 1, 4, 2, 5)  # (B, T, H, N, dh)
+        bias = None
+        if self.sharp is not None and bone_d2 is not None:
+            bias = -F.softplus(self.sharp)[None, None, :, None, None] * 50.0 * bone_d2[:, :, None]  # (B,T,H,J,N)
+        y = attention(q, k, v, bias)  # (B, T, H, J, dh)
+        return self.out(y.transpose(2, 3).reshape(b, t, j, d))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: ModelConfig, images: bool, local_image: bool):
+        super().__init__()
+        dim = cfg.dim
+        self.n1, self.skel = nn.LayerNorm(dim), SkeletonAttention(cfg)
+        self.cross = ImageCrossAttention(cfg, local_image) if images else None
+        self.n2 = nn.LayerNorm(dim) if images else None
+        self.n3, self.time = nn.LayerNorm(dim), TemporalAttention(cfg)
+        self.n4, self.ffn = nn.LayerNorm(dim), mlp(dim, dim, cfg.ffn_mult * dim)
+
+    def forward(self, x, skel_bias, time_bias, img=None, bone_d2=None):
+        x = x + self.skel(self.n1(x), skel_bias)
+        if self.cross is not None and img is not None:
+            x = x + self.cross(self.n2(x), img, bone_d2)
+        x = x + self.time(self.n3(x), time_bias)
+        return x + self.ffn(self.n4(x))
+
+
+class MocapNet(nn.Module):
+    def __init__(self, cfg: ModelConfig, pretrained: bool = True):
+        super().__init__()
+        self.cfg = cfg
+        d = cfg.dim
+        # --- image tokens ---
+        self.encoder, (c16, c32) = build_encoder(cfg.encoder, pretrained)
+        if cfg.freeze_encoder and cfg.encoder == "lite0":
+            self.encoder.requires_grad_(False)
+        self.proj16 = nn.Sequential(nn.Conv2d(c16, d, 1), nn.GELU(), nn.Conv2d(d, d, 1))
+        self.proj32 = nn.Sequential(nn.Conv2d(c32, d, 1), nn.GELU(), nn.Conv2d(d, d, 1))
+        g16, g32 = cfg.img_size // 16, cfg.img_size // 32
+        self.pos16 = nn.Parameter(torch.randn(g16 * g16, d) * 0.02)
+        self.pos32 = nn.Parameter(torch.randn(g32 * g32, d) * 0.02)
+        self.level = nn.Parameter(torch.randn(2, d) * 0.02)
+        xy = [((torch.arange(g) + 0.5) / g) for g in (g16, g32)]
+        img_xy = torch.cat([torch.stack(torch.meshgrid(c, c, indexing="xy"), -1).reshape(-1, 2) for c in xy])
+        self.register_buffer("img_xy", img_xy, persistent=False)  # (N, 2) (u, v) token centres
+        # --- joint tokens ---
+        self.joint_in = mlp(cfg.n_joint_features, d, 2 * d)
+        self.ref_frame_emb = nn.Parameter(torch.zeros(2, d))  # [not the reference frame, the reference frame]
+        # --- stage 1: video -> pose ---
+        self.stage1 = nn.ModuleList([Block(cfg, True, False) for _ in range(cfg.stage1_layers)])
+        self.n1 = nn.LayerNorm(d)
+        self.pose_head = nn.Linear(d, 6 + 4 + 1)  # head xyz, tail xyz (camera), head uv, tail uv, confidence
+        self.root_head = mlp(2 * d, 6 + 1, d)  # root orientation 6D (camera frame), log root depth ratio
+        # --- stage 2: pose -> rotation ---
+        self.pose_in = mlp(12, d, 2 * d)  # canonical head, tail, bone vector, camera head
+        self.tok12 = nn.Linear(d, d)
+        self.stage2 = nn.ModuleList([Block(cfg, cfg.stage2_images, True) for _ in range(cfg.stage2_layers)])
+        self.n2 = nn.LayerNorm(d)
+        self.rot_head = nn.Linear(d, 6)
+        nn.init.zeros_(self.rot_head.weight), nn.init.zeros_(self.rot_head.bias)  # start at the reference pose
+        self.twist_pool = nn.Linear(d, 1)
+        self.twist_head = mlp(d, 2, d)
+        nn.init.zeros_(self.twist_head[2].weight), nn.init.zeros_(self.twist_head[2].bias)
+
+    def bone_distance(self, uv):
+        """uv (B, T, J, 2[head, tail], 2) -> (B, T, J, N): squared distance from each image token centre to the
+        nearest of the bone's head, middle and tail (expanded as |a|^2 - 2 a.b + |b|^2: matmuls, no big temp)."""
+        pts = torch.cat([uv, uv.mean(3, keepdim=True)], 3)  # (B, T, J, 3, 2)
+        xy = self.img_xy  # (N, 2)
+        d2 = (pts * pts).sum(-1, keepdim=True) - 2.0 * pts @ xy.T + (xy * xy).sum(-1)  # (B, T, J, 3, N)
+        return d2.amin(3).clamp_min(0.0)
+
+    # ---- pieces that training calls separately -------------------------------------------------------
+    def encode(self, frames):
+        """frames (B, T, 3, S, S) normalised -> raw encoder maps (B*T, 112, S/16, S/16), (B*T, 320, S/32, S/32)."""
+        b, t = frames.shape[:2]
+        return self.encoder(frames.reshape(b * t, *frames.shape[2:]))
+
+    def image_tokens(self, f16, f32, b: int, t: int):
+        """Raw maps -> (B, T, N, D) image tokens (N = (S/16)^2 + (S/32)^2)."""
+        a = self.proj16(f16).flatten(2).transpose(1, 2) + self.pos16 + self.level[0]  # (BT, N16, D)
+        c = self.proj32(f32).flatten(2).transpose(1, 2) + self.pos32 + self.level[1]  # (BT, N32, D)
+        tok = torch.cat([a, c], dim=1)
+        return tok.reshape(b, t, tok.shape[1], tok.shape[2])
+
+    def forward(self, img, joint_feats, ref_rot6d, hops, edge_type, local_mask, ref_flag, joint_pad=None,
+                pose_override=None, stages: int = 2):
+        """
+        img: (B, T, N, D) image tokens (from `image_tokens`) or None (skeleton-only training).
+        joint_feats (B, J, F); ref_rot6d (B, J, 6); hops, edge_type (B, J, J) int64; local_mask (B, J, J) additive;
+        ref_flag (B, T) 1 on the frame the reference shows; joint_pad (B, J) additive (0 real, -1e4 padding).
+        pose_override: optional dict(head_can (B, T, J, 3), tail_can, head_cam) feeding stage 2 instead of
+        stage 1's prediction (skeleton-only training and scheduled sampling). stages=1 stops after stage 1.
+        Returns a dict of (B, T, ...) tensors.
+        """
+        b, j = joint_feats.shape[:2]
+        t = ref_flag.shape[1]
+        if joint_pad is None:
+            joint_pad = torch.zeros(b, j, dtype=joint_feats.dtype)
+        # each block learns its own hop/edge bias tables (GL-GMHA), applied to every frame
+        jt = self.joint_in(joint_feats)[:, None]  # (B, 1, J, D)
+        flag = ref_flag[..., None, None]  # (B, T, 1, 1)
+        x = jt + self.ref_frame_emb[0] * (1 - flag) + self.ref_frame_emb[1] * flag  # (B, T, J, D)
+        out = {}
+
+        # ---- stage 1: video -> pose ----
+        if img is not None:
+            for blk in self.stage1:
+                x = blk(x, blk.skel.graph_bias(hops, edge_type, local_mask, joint_pad),
+                        blk.time.time_bias(t), img)
+            h1 = self.n1(x)  # (B, T, J, D)
+            p = self.pose_head(h1)  # (B, T, J, 11)
+            head_cam = p[..., 0:3] - p[..., :1, 0:3]  # root-relative (B, T, J, 3)
+            tail_cam = p[..., 3:6] - p[..., :1, 0:3]
+            uv = torch.sigmoid(p[..., 6:10]).view(b, t, j, 2, 2)  # (B, T, J, 2[head, tail], 2)
+            valid = (joint_pad > -1.0).to(h1.dtype)[:, None, :, None]  # (B, 1, J, 1)
+            pooled = (h1 * valid).sum(2) / valid.sum(2)  # (B, T, D)
+            r = self.root_head(torch.cat([h1[:, :, 0], pooled], -1))  # (B, T, 7)
+            root_rot = sixd_to_matrix(r[..., :6] + torch.tensor([1.0, 0, 0, 0, 1.0, 0]))  # (B, T, 3, 3) camera
+            out.update(head_cam=head_cam, tail_cam=tail_cam, uv=uv[..., 0, :], tail_uv=uv[..., 1, :],
+                       confidence=torch.sigmoid(p[..., 10]), root_rot=root_rot, log_root_depth=r[..., 6])
+            # canonical (root frame) pose: O^T p
+            rt = root_rot.transpose(-1, -2)[:, :, None]  # (B, T, 1, 3, 3)
+            head_can = (rt @ head_cam[..., None])[..., 0]
+            tail_can = (rt @ tail_cam[..., None])[..., 0]
+            bone_d2 = self.bone_distance(uv)  # (B, T, J, N)
+            tok1 = self.tok12(h1)
+        else:
+            head_cam = head_can = tail_can = bone_d2 = None
+            tok1 = 0.0
+        if stages == 1:
+            return out
+        if pose_override is not None:
+            head_can, tail_can = pose_override["head_can"], pose_override["tail_can"]
+            head_cam = pose_override.get("head_cam", head_cam)
+            if head_cam is None:
+                head_cam = torch.zeros_like(head_can)
+
+        # ---- stage 2: pose -> rotation ----
+        y = torch.cat([head_can, tail_can, tail_can - head_can, head_cam], -1)  # (B, T, J, 12)
+        x = jt + self.pose_in(y) + tok1 + self.ref_frame_emb[0] * (1 - flag) + self.ref_frame_emb[1] * flag
+        use_img = img if self.cfg.stage2_images else None
+        for blk in self.stage2:
+            x = blk(x, blk.skel.graph_bias(hops, edge_type, local_mask, joint_pad), blk.time.time_bias(t),
+                    use_img, bone_d2)
+        h2 = self.n2(x)  # (B, T, J, D)
+        delta = sixd_to_matrix(self.rot_head(h2) + torch.tensor([1.0, 0, 0, 0, 1.0, 0]))  # (B, T, J, 3, 3)
+        rot = sixd_to_matrix(ref_rot6d)[:, None] @ delta  # residual on the reference rotation
+        if self.cfg.clip_twist:
+            w = torch.softmax(self.twist_pool(h2), dim=1)  # (B, T, J, 1) attention over the window
+            clip = (w * h2).sum(1)  # (B, J, D)
+            cs = self.twist_head(clip) + torch.tensor([1.0, 0.0])  # (B, J, 2)
+            rot = rot @ twist_y(cs)[:, None]  # per-clip twist about each bone's own axis
+        out.update(rot=rot, rot6d=matrix_to_sixd(rot), head_can=head_can, tail_can=tail_can)
+        return out
+
+    def forward_frames(self, frames, *rig):
+        """frames (B, T, 3, S, S) -> forward(image tokens, *rig)."""
+        b, t = frames.shape[:2]
+        f16, f32 = self.encode(frames)
+        return self.forward(self.image_tokens(f16, f32, b, t), *rig)

@@ -1,0 +1,519 @@
+"""Training: pose->rotation on skeletal data, then video->pose, then both jointly with scheduled sampling.
+
+    # 1. image features of the frozen encoder, cached once per clip (runs beside training, picks up new shards)
+    python -m models.train cache --data data/train --cache runs/featcache --loop
+    # 2. training (resumable: the same command continues from RUN/last.pt)
+    python -m models.train fit --data data/train --cache runs/featcache --run runs/main
+
+Checkpoints (RUN/last.pt, RUN/stage_<x>.pt) carry the ModelConfig and TrainConfig, the optimiser and the step.
+Progress: tqdm on stderr and RUN/train.log. Uses both cores (torch.set_num_threads(2)).
+
+Every model input is built by mocap_blender/core/preprocess.py::make_rig_inputs, the function the runtime uses.
+Reference poses come from other moments of the clip, perturbed per bone like a different clip of the same rig,
+or (sometimes) from a frame inside the window, flagged as such.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mocap_blender.core import preprocess
+from mocap_blender.core.rotations import rotvec_to_matrix
+from mocap_blender.core.skeleton import Skeleton, forward_kinematics, pose_tails
+from .geometry import fk_canonical, geodesic, skeleton_arrays
+from .model import MocapNet, ModelConfig
+
+
+@dataclass
+class TrainConfig:
+    data: list = field(default_factory=lambda: ["data/train"])
+    cache: str = "runs/featcache"
+    run: str = "runs/main"
+    batch: int = 4
+    window: int = 24  # training window (frames); temporal biases are relative, so run-time windows may differ
+    lr: float = 5e-4
+    weight_decay: float = 0.01
+    steps_a: int = 600  # pose -> rotation on skeletal data (no images)
+    steps_b: int = 600  # video -> pose
+    steps_c: int = 1200  # joint, scheduled sampling of predicted poses
+    p_matched: float = 0.35  # share of samples whose reference pose is a (flagged) frame of the window
+    pos_noise: float = 0.03  # largest std (fraction of rig height) of the noise on poses fed to stage 2
+    save_every: int = 100
+    log_every: int = 20
+    max_minutes: float = 1e9
+    seed: int = 0
+    threads: int = 2
+
+    @property
+    def total(self) -> int:
+        return self.steps_a + self.steps_b + self.steps_c
+
+    def stage(self, step: int) -> str:
+        return "a" if step < self.steps_a else ("b" if step < self.steps_a + self.steps_b else "c")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Clips: truth per clip, computed once
+# ----------------------------------------------------------------------------------------------------------
+
+class Clip:
+    """Everything a training window needs from one shard (frames excluded), in model units."""
+
+    def __init__(self, path: Path):
+        d = np.load(path)
+        self.path, self.name = path, path.stem
+        self.skel = Skeleton.from_arrays(d["names"], d["parents"], d["rest"], d["tails"])
+        self.basis = d["basis_rot"].astype(np.float64)  # (T, J, 3, 3)
+        self.n_frames, self.n_joints = self.basis.shape[:2]
+        h = self.skel.height
+        pose = forward_kinematics(self.skel, self.basis, d["root_loc"])  # (T, J, 4, 4) armature space
+        heads, tails = pose[..., :3, 3], pose_tails(self.skel, pose)
+        w = d["armature_world"].astype(np.float64)[:3, :3]
+        w = w / np.cbrt(np.linalg.det(w))
+        cam = d["cam_world"].astype(np.float64)  # (T, 4, 4)
+        c = cam[:, :3, :3] / np.cbrt(np.linalg.det(cam[:, :3, :3]))[:, None, None]
+        self.cam_to_arm = np.swapaxes(w, -1, -2)[None] @ c  # (T, 3, 3)
+        a2c = np.swapaxes(self.cam_to_arm, -1, -2)  # armature -> camera
+        root = heads[:, :1]
+        self.head_cam = np.einsum("tab,tjb->tja", a2c, heads - root) / h
+        self.tail_cam = np.einsum("tab,tjb->tja", a2c, tails - root) / h
+        self.root_rot = a2c @ pose[:, 0, :3, :3]  # (T, 3, 3) root orientation in the camera frame
+        self.head_can, self.tail_can = preprocess.canonical_positions(self.skel, pose)
+        # image truth: uv in [0, 1] of the (square) frame; root depth ratio
+        K = d["K"].astype(np.float64)
+        s = float(2 * K[0, 2])  # frames are S x S with the principal point at the centre
+        aw = d["armature_world"].astype(np.float64)
+        world = np.einsum("ab,tjb->tja", aw[:3, :3], tails) + aw[:3, 3]
+        inv = np.linalg.inv(cam)
+        pc = np.einsum("tab,tjb->tja", inv[:, :3, :3], world) + inv[:, None, :3, 3]
+        z = np.maximum(-pc[..., 2], 1e-6)
+        tail_uv = np.stack([K[0, 0] * pc[..., 0] / z + K[0, 2], K[1, 1] * -pc[..., 1] / z + K[1, 2]], -1) / s
+        self.uv = d["joints2d"].astype(np.float64) / s
+        self.tail_uv = tail_uv
+        world_root = heads[:, 0] @ aw[:3, :3].T + aw[:3, 3]
+        pr = np.einsum("tab,tb->ta", inv[:, :3, :3], world_root) + inv[:, :3, 3]
+        f_norm = K[0, 0] / s
+        world_h = h * float(np.cbrt(np.linalg.det(aw[:3, :3])))
+        self.log_depth = np.log(np.maximum(-pr[:, 2], 1e-6) / (world_h * f_norm))
+        self.geom = skeleton_arrays(self.skel)
+        self.geom["rest_rel_loc"] = self.geom["rest_rel_loc"] / h
+        self.geom["tail_local"] = self.geom["tail_local"] / h
+        self.family = str(d["family"]) if "family" in d.files else ""
+
+
+def load_clips(dirs, names=None, log=print) -> dict:
+    clips = {}
+    for d in dirs:
+        for p in sorted(Path(d).glob("clip_*.npz")):
+            if names is not None and p.stem not in names:
+                continue
+            try:
+                clips[p.stem] = Clip(p)
+            except Exception as e:  # a shard being written or broken: skip it, say so
+                log(f"skip {p.name}: {type(e).__name__}: {e}")
+    return clips
+
+
+# ----------------------------------------------------------------------------------------------------------
+# References and samples
+# ----------------------------------------------------------------------------------------------------------
+
+def perturb_reference(ref: np.ndarray, rng, swing_deg: float = 12.0, twist_deg: float = 25.0) -> np.ndarray:
+    """Per-bone random swing and twist offsets (like the same rig posed in another clip)."""
+    j = ref.shape[0]
+    sw = rng.normal(0, 1, (j, 3)) * np.radians(swing_deg) * rng.uniform(0, 1)
+    sw[:, 1] = 0.0
+    tw = np.zeros((j, 3))
+    tw[:, 1] = rng.normal(0, 1, j) * np.radians(twist_deg) * rng.uniform(0, 1)
+    out = rotvec_to_matrix(sw) @ ref @ rotvec_to_matrix(tw)
+    if rng.random() < 0.5:  # the root of another clip faces anywhere
+        out[0] = rotvec_to_matrix(rng.normal(0, 1.5, 3))
+    return out
+
+
+def choose_reference(clip: Clip, start: int, t: int, rng, p_matched: float, protocol: str | None = None):
+    """-> (ref_rot (J, 3, 3), index of the reference in the window or None, cam_to_arm at the reference)."""
+    protocol = protocol or ("matched" if rng.random() < p_matched else "other")
+    if protocol == "matched":
+        k = int(rng.integers(0, t))
+        return clip.basis[start + k].copy(), k, clip.cam_to_arm[start + k]
+    outside = [i for i in range(clip.n_frames) if i < start or i >= start + t]
+    i = int(rng.choice(outside)) if outside else int(rng.integers(0, clip.n_frames))
+    return perturb_reference(clip.basis[i], rng), None, clip.cam_to_arm[start]
+
+
+def smooth_noise(rng, shape, sigma: float) -> np.ndarray:
+    """Noise mixing independent and temporally smooth parts (axis 0 = time)."""
+    white = rng.normal(0, 1, shape)
+    slow = rng.normal(0, 1, (1,) + tuple(shape[1:])) + np.cumsum(rng.normal(0, 0.2, shape), axis=0)
+    return sigma * (0.5 * white + 0.5 * slow)
+
+
+def make_sample(clip: Clip, t: int, rng, cfg: TrainConfig, feats=None, protocol=None, start=None) -> dict:
+    t = min(t, clip.n_frames)
+    if start is None:
+        start = int(rng.integers(0, clip.n_frames - t + 1))
+    sl = slice(start, start + t)
+    ref, ref_k, ref_cam = choose_reference(clip, start, t, rng, cfg.p_matched, protocol)
+    rig = preprocess.make_rig_inputs(clip.skel, ref, ref_cam_to_arm=ref_cam)
+    s = {k: rig[k] for k in ("joint_feats", "ref_rot6d", "hops", "edge_type", "local_mask")}
+    s["ref_flag"] = preprocess.make_ref_flag(t, ref_k)
+    s.update({k: v for k, v in clip.geom.items()})
+    s.update(head_cam=clip.head_cam[sl], tail_cam=clip.tail_cam[sl], head_can=clip.head_can[sl],
+             tail_can=clip.tail_can[sl], root_rot=clip.root_rot[sl], uv=clip.uv[sl], tail_uv=clip.tail_uv[sl],
+             log_depth=clip.log_depth[sl], rot=clip.basis[sl])
+    sigma = cfg.pos_noise * rng.uniform(0, 1) ** 2
+    s["noisy_head_can"] = clip.head_can[sl] + smooth_noise(rng, clip.head_can[sl].shape, sigma)
+    s["noisy_tail_can"] = clip.tail_can[sl] + smooth_noise(rng, clip.tail_can[sl].shape, sigma)
+    s["noisy_head_cam"] = clip.head_cam[sl] + smooth_noise(rng, clip.head_cam[sl].shape, sigma)
+    if feats is not None:
+        s["f16"], s["f32"] = feats[0][sl], feats[1][sl]
+    return s
+
+
+PAD_VALUES = {"hops": 8, "edge_type": 4, "local_mask": preprocess.MASK_VALUE}
+
+
+def collate(samples: list[dict], max_hops: int = 8) -> dict:
+    """Pad joints to the largest rig of the batch; add joint_pad (B, J) additive and joint_valid (B, J)."""
+    b = len(samples)
+    j = max(s["joint_feats"].shape[0] for s in samples)
+    t = min(s["ref_flag"].shape[0] for s in samples)
+    out = {}
+    for key in samples[0]:
+        arrs = []
+        for s in samples:
+            a = np.asarray(s[key])
+            if key in ("f16", "f32", "ref_flag", "root_rot", "log_depth"):
+                arrs.append(a[:t])
+                continue
+            jj = s["joint_feats"].shape[0]
+            if key in ("hops", "edge_type", "local_mask"):
+                pad = np.full((j, j), PAD_VALUES[key] if key != "hops" else max_hops, dtype=a.dtype)
+                pad[:jj, :jj] = a
+                if key == "local_mask":
+                    np.fill_diagonal(pad, 0.0)  # padded rows attend to themselves (no empty softmax)
+            elif key in ("joint_feats", "ref_rot6d", "rest_rel_rot", "rest_rel_loc", "parents", "depth",
+                         "tail_local"):
+                pad = np.zeros((j,) + a.shape[1:], dtype=a.dtype)
+                if key == "ref_rot6d":
+                    pad[:] = np.array([1, 0, 0, 0, 1, 0], dtype=a.dtype)
+                if key == "rest_rel_rot":
+                    pad[:] = np.eye(3, dtype=a.dtype)
+                pad[:jj] = a
+            else:  # (T, J, ...) arrays
+                a = a[:t]
+                pad = np.zeros((t, j) + a.shape[2:], dtype=a.dtype)
+                if key == "rot":
+                    pad[:] = np.eye(3, dtype=a.dtype)
+                pad[:, :jj] = a
+            arrs.append(pad)
+        out[key] = torch.from_numpy(np.stack(arrs))
+        if out[key].dtype == torch.float64 or out[key].dtype == torch.float16:
+            out[key] = out[key].float()
+    valid = np.zeros((b, j), dtype=np.float32)
+    for i, s in enumerate(samples):
+        valid[i, :s["joint_feats"].shape[0]] = 1.0
+    out["joint_valid"] = torch.from_numpy(valid)
+    out["joint_pad"] = torch.from_numpy(np.where(valid > 0, 0.0, preprocess.MASK_VALUE).astype(np.float32))
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Losses
+# ----------------------------------------------------------------------------------------------------------
+
+def _masked_mean(x, m):
+    return (x * m).sum() / m.sum().clamp_min(1.0)
+
+
+def stage1_losses(out, b) -> dict:
+    m = b["joint_valid"][:, None]  # (B, 1, J)
+    m = m.expand_as(out["confidence"])
+    err = (out["head_cam"] - b["head_cam"]).norm(dim=-1)  # (B, T, J)
+    l_pos = _masked_mean(err + (out["tail_cam"] - b["tail_cam"]).norm(dim=-1), m)
+    inside = ((b["uv"] > 0) & (b["uv"] < 1)).all(-1).float() * m
+    l_uv = _masked_mean((out["uv"] - b["uv"]).abs().sum(-1), inside)
+    l_root = geodesic(out["root_rot"], b["root_rot"]).mean()
+    l_depth = (out["log_root_depth"] - b["log_depth"]).abs().mean()
+    vel = (out["head_cam"][:, 1:] - out["head_cam"][:, :-1]) - (b["head_cam"][:, 1:] - b["head_cam"][:, :-1])
+    l_vel = _masked_mean(vel.norm(dim=-1), m[:, 1:])
+    target = torch.exp(-err.detach() / 0.05)
+    l_conf = _masked_mean(torch.nn.functional.binary_cross_entropy(
+        out["confidence"].clamp(1e-4, 1 - 1e-4), target, reduction="none"), m)
+    return {"pos": 5 * l_pos, "uv": 5 * l_uv, "root": l_root, "depth": 0.5 * l_depth, "vel": 5 * l_vel,
+            "conf": 0.1 * l_conf}
+
+
+def stage2_losses(out, b) -> dict:
+    m = b["joint_valid"].clone()
+    m[:, 0] = 0.0  # the root's rotation comes from the root orientation
+    m = m[:, None].expand(out["rot"].shape[:3])  # (B, T, J)
+    l_rot = _masked_mean(geodesic(out["rot"], b["rot"]), m)
+    heads, tails, _ = fk_canonical(b["rest_rel_rot"], b["rest_rel_loc"], b["parents"], b["depth"], out["rot"],
+                                   b["tail_local"])
+    mv = b["joint_valid"][:, None].expand(m.shape)
+    l_fk = _masked_mean((heads - b["head_can"]).norm(dim=-1) + (tails - b["tail_can"]).norm(dim=-1), mv)
+    dr = (out["rot"][:, 1:] - out["rot"][:, :-1]) - (b["rot"][:, 1:] - b["rot"][:, :-1])
+    l_rvel = _masked_mean(dr.flatten(-2).norm(dim=-1), m[:, 1:])
+    return {"rot": l_rot, "fk": 5 * l_fk, "rvel": l_rvel}
+
+
+def rig_args(b):
+    return (b["joint_feats"], b["ref_rot6d"], b["hops"], b["edge_type"], b["local_mask"], b["ref_flag"],
+            b["joint_pad"])
+
+
+def run_batch(net: MocapNet, b: dict, stage: str, p_gt: float = 0.0, rng=None) -> tuple[torch.Tensor, dict, dict]:
+    """One forward pass and the losses of a stage ('a' skeletal, 'b' video->pose, 'c' joint)."""
+    override = {"head_can": b["noisy_head_can"], "tail_can": b["noisy_tail_can"], "head_cam": b["noisy_head_cam"]}
+    if stage == "a":
+        out = net(None, *rig_args(b), pose_override=override)
+        losses = stage2_losses(out, b)
+    else:
+        img = net.image_tokens(b["f16"].flatten(0, 1), b["f32"].flatten(0, 1), *b["f16"].shape[:2])
+        if stage == "b":
+            out = net(img, *rig_args(b), stages=1)
+            losses = stage1_losses(out, b)
+        else:
+            use_gt = rng is not None and rng.random() < p_gt
+            out = net(img, *rig_args(b), pose_override=override if use_gt else None)
+            losses = {**stage1_losses(out, b), **stage2_losses(out, b)}
+    return sum(losses.values()), losses, out
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Feature cache (frozen encoder through onnxruntime: ~1.7x faster than PyTorch on this CPU)
+# ----------------------------------------------------------------------------------------------------------
+
+def export_encoder(cfg: ModelConfig, path: Path) -> Path:
+    from .encoder import EfficientNetLite0
+    from .export import _onnxscript_compat
+    _onnxscript_compat()
+    if path.exists():
+        return path
+    enc = EfficientNetLite0()
+    enc.load_pretrained()
+    enc.eval()
+    n = torch.export.Dim("N", min=1, max=4096)
+    with torch.no_grad():
+        prog = torch.onnx.export(enc, (torch.randn(2, 3, cfg.img_size, cfg.img_size),), dynamo=True,
+                                 opset_version=18, input_names=["x"], output_names=["f16", "f32"],
+                                 dynamic_shapes={"x": {0: n}}, optimize=True)
+    tmp = path.with_suffix(".tmp.onnx")
+    prog.save(str(tmp))
+    os.replace(tmp, path)
+    return path
+
+
+def cache_features(data_dirs, cache: Path, cfg: ModelConfig, loop: bool = False, threads: int = 2,
+                   idle_minutes: float = 20.0) -> None:
+    import onnxruntime as ort
+    from tqdm import tqdm
+    cache.mkdir(parents=True, exist_ok=True)
+    enc_path = export_encoder(cfg, cache / f"encoder_{cfg.img_size}.onnx")
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    sess = ort.InferenceSession(str(enc_path), so, providers=["CPUExecutionProvider"])
+    last_new = time.time()
+    while True:
+        todo = [p for d in data_dirs for p in sorted(Path(d).glob("clip_*.npz"))
+                if not (cache / f"{p.stem}.npz").exists()]
+        for p in tqdm(todo, desc="features", unit="clip", mininterval=10):
+            try:
+                frames = np.load(p)["frames"]
+            except Exception:
+                continue  # being written
+            x = preprocess.preprocess_frames(frames, cfg.img_size, cfg.mean, cfg.std)
+            f16, f32 = [], []
+            for i in range(0, len(x), 16):
+                a, c = sess.run(["f16", "f32"], {"x": x[i:i + 16]})
+                f16.append(a.astype(np.float16)), f32.append(c.astype(np.float16))
+            tmp = cache / f"{p.stem}.tmp.npz"
+            np.savez(tmp, f16=np.concatenate(f16), f32=np.concatenate(f32))
+            os.replace(tmp, cache / f"{p.stem}.npz")
+            last_new = time.time()
+        if not loop or time.time() - last_new > idle_minutes * 60:
+            return
+        time.sleep(30)
+
+
+def load_feats(cache: Path, name: str):
+    p = cache / f"{name}.npz"
+    if not p.exists():
+        return None
+    d = np.load(p)
+    return d["f16"], d["f32"]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Training loop
+# ----------------------------------------------------------------------------------------------------------
+
+def lr_at(step: int, tc: TrainConfig) -> float:
+    warm = 50
+    start = 0 if step < tc.steps_a else tc.steps_a  # warm up again when the image stages begin
+    s = step - start
+    w = min(1.0, (s + 1) / warm)
+    frac = step / max(1, tc.total)
+    return tc.lr * w * (0.2 + 0.8 * 0.5 * (1 + math.cos(math.pi * frac)))
+
+
+def save(path: Path, net, opt, step, mc: ModelConfig, tc: TrainConfig, extra=None):
+    tmp = path.with_suffix(".tmp")
+    torch.save({"model": net.state_dict(), "optimizer": opt.state_dict(), "step": step, "config": mc.to_dict(),
+                "train_config": asdict(tc), **(extra or {})}, tmp)
+    os.replace(tmp, path)
+
+
+def fit(tc: TrainConfig, mc: ModelConfig, resume: bool = True, quiet: bool = False) -> Path:
+    from tqdm import tqdm
+    torch.set_num_threads(tc.threads)
+    run = Path(tc.run)
+    run.mkdir(parents=True, exist_ok=True)
+    logf = open(run / "train.log", "a")
+
+    def log(msg):
+        line = f"{time.strftime('%H:%M:%S')} {msg}"
+        logf.write(line + "\n")
+        logf.flush()
+        if not quiet:
+            tqdm.write(line)
+
+    rng = np.random.default_rng(tc.seed)
+    torch.manual_seed(tc.seed)
+    ck_path = run / "last.pt"
+    step = 0
+    if resume and ck_path.exists():
+        ck = torch.load(ck_path, map_location="cpu", weights_only=False)
+        mc = ModelConfig.from_dict(ck["config"])
+        net = MocapNet(mc, pretrained=False)
+        net.load_state_dict(ck["model"])
+        step = int(ck["step"])
+        rng = np.random.default_rng(tc.seed + step)
+        log(f"resumed from {ck_path} at step {step}")
+    else:
+        net = MocapNet(mc, pretrained=(mc.encoder == "lite0"))
+    params = [p for p in net.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay)
+    if resume and ck_path.exists():
+        opt.load_state_dict(ck["optimizer"])
+    log(f"config {json.dumps(mc.to_dict())}")
+    log(f"train {json.dumps(asdict(tc))}")
+
+    clips: dict = {}
+    feats: dict = {}
+    cache = Path(tc.cache)
+
+    def refresh():
+        known = set(clips)
+        for d in tc.data:
+            for p in sorted(Path(d).glob("clip_*.npz")):
+                if p.stem not in known:
+                    try:
+                        clips[p.stem] = Clip(p)
+                    except Exception as e:
+                        log(f"skip {p.name}: {type(e).__name__}: {e}")
+        for name in clips:
+            if name not in feats and (cache / f"{name}.npz").exists():
+                try:
+                    feats[name] = load_feats(cache, name)
+                except Exception:
+                    pass
+
+    refresh()
+    log(f"{len(clips)} clips, {len(feats)} with cached image features")
+    net.train()
+    net.encoder.eval()
+    t0 = time.time()
+    bar = tqdm(total=tc.total, initial=step, desc="train", unit="step", mininterval=5, disable=quiet)
+    running: dict = {}
+    while step < tc.total:
+        stage = tc.stage(step)
+        if step % 200 == 0 and step:
+            refresh()
+        if stage == "a":
+            pool = list(clips)
+        else:
+            pool = [n for n in clips if n in feats]
+            if not pool:
+                log("no cached image features yet; waiting 60 s (run `python -m models.train cache`)")
+                save(ck_path, net, opt, step, mc, tc)
+                time.sleep(60)
+                refresh()
+                continue
+        names = [pool[int(rng.integers(0, len(pool)))] for _ in range(tc.batch)]
+        samples = [make_sample(clips[n], tc.window, rng, tc, feats.get(n) if stage != "a" else None)
+                   for n in names]
+        b = collate(samples, mc.max_hops)
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, tc)
+        p_gt = 0.5 * max(0.0, 1.0 - (step - tc.steps_a - tc.steps_b) / max(1, 0.7 * tc.steps_c))
+        loss, parts, _ = run_batch(net, b, stage, p_gt, rng)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        step += 1
+        for k, v in parts.items():
+            running[k] = 0.9 * running.get(k, float(v)) + 0.1 * float(v)
+        bar.update(1)
+        if step % tc.log_every == 0:
+            msg = " ".join(f"{k}={v:.4f}" for k, v in running.items())
+            bar.set_postfix_str(f"{stage} {msg}"[:120])
+            log(f"step {step} stage {stage} lr {lr_at(step, tc):.2e} {msg} "
+                f"({(time.time() - t0) / 60:.1f} min, {len(pool)} clips)")
+        boundary = step in (tc.steps_a, tc.steps_a + tc.steps_b, tc.total)
+        if step % tc.save_every == 0 or boundary:
+            save(ck_path, net, opt, step, mc, tc)
+        if boundary:
+            save(run / f"stage_{stage}.pt", net, opt, step, mc, tc)
+            log(f"stage {stage} done at step {step}")
+            running = {}
+        if (time.time() - t0) / 60 > tc.max_minutes:
+            save(ck_path, net, opt, step, mc, tc)
+            log(f"time budget reached at step {step}; resume with the same command")
+            break
+    bar.close()
+    logf.close()
+    return ck_path
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    c = sub.add_parser("cache", help="cache frozen-encoder features of every shard")
+    c.add_argument("--data", nargs="+", default=["data/train"])
+    c.add_argument("--cache", default="runs/featcache")
+    c.add_argument("--loop", action="store_true", help="keep watching for new shards")
+    c.add_argument("--threads", type=int, default=2)
+    f = sub.add_parser("fit", help="train (resumes from RUN/last.pt)")
+    for k, v in asdict(TrainConfig()).items():
+        if isinstance(v, list):
+            f.add_argument(f"--{k}", nargs="+", default=v)
+        else:
+            f.add_argument(f"--{k.replace('_', '-')}", type=type(v), default=v)
+    f.add_argument("--model", default="{}", help="JSON overrides of ModelConfig")
+    f.add_argument("--fresh", action="store_true", help="ignore RUN/last.pt")
+    a = ap.parse_args(argv)
+    torch.set_num_threads(getattr(a, "threads", 2))
+    if a.cmd == "cache":
+        cache_features(a.data, Path(a.cache), ModelConfig(), loop=a.loop, threads=a.threads)
+        return
+    tc = TrainConfig(**{k: getattr(a, k) for k in asdict(TrainConfig())})
+    mc = ModelConfig.from_dict({**ModelConfig().to_dict(), **json.loads(a.model)})
+    fit(tc, mc, resume=not a.fresh)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,35 @@
+"""ONNX export round trip (tiny config): same outputs as PyTorch for several frame and joint counts."""
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("onnxscript")
+
+from models.export import export, max_difference
+from models.model import MocapNet, ModelConfig
+
+TINY = dict(img_size=64, encoder="small8", dim=32, heads=4, local_heads=2, stage1_layers=1, stage2_layers=1,
+            window=8, max_joints=40)
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx(tmp_path_factory):
+    torch.manual_seed(0)
+    net = MocapNet(ModelConfig(**TINY), pretrained=False).eval()
+    with torch.no_grad():  # make the zero-initialised heads non-trivial
+        for p in net.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    path = tmp_path_factory.mktemp("onnx") / "tiny.onnx"
+    export(net, path, {"trained": "0"}, verify=False)
+    return net, path
+
+
+@pytest.mark.parametrize("t,j", [(3, 5), (8, 17), (13, 40)])
+def test_onnx_matches_pytorch(tiny_onnx, t, j):
+    net, path = tiny_onnx
+    assert max_difference(net, path, t=t, j=j) <= 1e-4
+
+
+def test_checkpoint_config_round_trip():
+    cfg = ModelConfig(**TINY)
+    assert ModelConfig.from_dict(cfg.to_dict()) == cfg

@@ -1,0 +1,153 @@
+"""core/pipeline.py and core/smoothing.py without Blender. The model is the real exported ONNX file (untrained until
+training lands); wrappers around it only record calls or corrupt its output, they never stand in for it."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+cv2 = pytest.importorskip("cv2")
+
+from mocap_blender.core import rotations as R  # noqa: E402
+from mocap_blender.core import smoothing as S  # noqa: E402
+from mocap_blender.core.errors import MocapError  # noqa: E402
+from mocap_blender.core.pipeline import _blend_weights, capture_steps  # noqa: E402
+from mocap_blender.core.skeleton import Skeleton  # noqa: E402
+
+MODEL_PATH = Path(__file__).resolve().parents[1] / "mocap_blender" / "weights" / "mocap.onnx"
+needs_model = pytest.mark.skipif(not MODEL_PATH.is_file(), reason="weights/mocap.onnx not exported yet")
+
+
+def run(gen):
+    steps = []
+    try:
+        while True:
+            steps.append(next(gen))
+    except StopIteration as stop:
+        return stop.value, steps
+
+
+def chain_skeleton(j=6):
+    rest = np.tile(np.eye(4), (j, 1, 1))
+    rest[:, 1, 3] = np.arange(j) * 0.2  # a chain along +Y
+    tails = rest[:, :3, 3] + [0, 0.2, 0]
+    return Skeleton.from_arrays([f"b{i}" for i in range(j)], [-1] + list(range(j - 1)), rest, tails)
+
+
+@pytest.fixture(scope="module")
+def model():
+    if not MODEL_PATH.is_file():
+        pytest.skip("weights/mocap.onnx not exported yet")
+    from mocap_blender.core.runtime import MocapModel
+    return MocapModel(MODEL_PATH, threads=1)
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("clip") / "ball.mp4")
+    w = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"mp4v"), 30, (80, 64))
+    for i in range(45):
+        img = np.full((64, 80, 3), 30, np.uint8)
+        cv2.circle(img, (20 + i, 32 + int(10 * math.sin(i / 5))), 8, (240, 240, 240), -1)
+        w.write(img)
+    w.release()
+    return path
+
+
+class Recorder:
+    """The real model, with its calls recorded."""
+
+    def __init__(self, model, corrupt_at=None):
+        self.model, self.calls, self.corrupt_at = model, [], corrupt_at
+
+    def __getattr__(self, name):
+        return getattr(self.model, name)
+
+    def predict(self, frames, rig, **kw):
+        self.calls.append((frames.shape, kw.get("ref_frame")))
+        out = self.model.predict(frames, rig, **kw)
+        if self.corrupt_at is not None and len(self.calls) == self.corrupt_at:
+            out["rotation"][0, 1, 0, 0] = np.nan
+        return out
+
+
+def test_blend_weights_partition():
+    w1 = _blend_weights(10, 3, first=True, last=False)
+    w2 = _blend_weights(10, 3, first=False, last=True)
+    assert w1[0] == 1 and w2[-1] == 1
+    np.testing.assert_allclose(w1[-3:] + w2[:3], 1.0)
+
+
+@needs_model
+def test_capture_shapes_windows_and_progress(model, clip):
+    sk = chain_skeleton()
+    ref = R.rotvec_to_matrix(np.random.default_rng(0).normal(0, 0.2, (sk.n_joints, 3)))
+    rec = Recorder(model)
+    result, steps = run(capture_steps(rec, sk, ref, clip, ref_video_frame=20, window=16, overlap=4,
+                                      smoothing=1.5))
+    assert result.rotations.shape == (45, sk.n_joints, 3, 3) and result.raw_rotations.shape == result.rotations.shape
+    assert result.confidence.shape == (45, sk.n_joints) and result.root_location.shape == (45, 3)
+    np.testing.assert_allclose(result.rotations @ np.swapaxes(result.rotations, -1, -2),
+                               np.broadcast_to(np.eye(3), result.rotations.shape), atol=1e-6)
+    assert result.fps == pytest.approx(30.0) and result.frame_first == 0
+    # windows of 16 overlapping by 4; the reference flag only in the window holding frame 20, at its index
+    assert [c[0][0] for c in rec.calls] == [16, 16, 16, 9]
+    assert [c[1] for c in rec.calls] == [None, 8, None, None]
+    done = [s[0] for s in steps]
+    assert done == sorted(done) and steps[-1][:2] == (45, 45)
+    # untrained model: non-root bones come back as the reference pose (raw); smoothing keeps the raw apart
+    np.testing.assert_allclose(result.raw_rotations[:, 1:], np.broadcast_to(ref[1:], (45,) + ref[1:].shape),
+                               atol=1e-3)
+    assert np.allclose(result.root_location[20], 0, atol=0.05)  # anchored at the reference frame
+
+
+@needs_model
+def test_frame_range_and_root_motion_off(model, clip):
+    sk = chain_skeleton()
+    result, _ = run(capture_steps(model, sk, np.tile(np.eye(3), (sk.n_joints, 1, 1)), clip, frame_range=(10, 19),
+                                  root_motion=False, smoothing=0))
+    assert result.n_frames == 10 and result.frame_first == 10 and result.root_location is None
+    np.testing.assert_array_equal(result.rotations, result.raw_rotations)
+
+
+@needs_model
+def test_bad_inputs(model, clip, tmp_path):
+    sk = chain_skeleton()
+    eye = np.tile(np.eye(3), (sk.n_joints, 1, 1))
+    with pytest.raises(MocapError, match="outside the video"):
+        run(capture_steps(model, sk, eye, clip, frame_range=(40, 60)))
+    with pytest.raises(MocapError, match="single frame"):
+        run(capture_steps(model, sk, eye, clip, frame_range=(5, 5)))
+    with pytest.raises(MocapError, match="not found"):
+        run(capture_steps(model, sk, eye, tmp_path / "missing.mp4"))
+    big = chain_skeleton(model.max_joints + 1)
+    rec = Recorder(model)
+    with pytest.raises(MocapError, match="at most"):
+        run(capture_steps(rec, big, np.tile(np.eye(3), (big.n_joints, 1, 1)), clip))
+    assert rec.calls == []
+
+
+@needs_model
+def test_non_finite_model_output(model, clip):
+    sk = chain_skeleton()
+    rec = Recorder(model, corrupt_at=2)
+    with pytest.raises(MocapError, match="non-finite"):
+        run(capture_steps(rec, sk, np.tile(np.eye(3), (sk.n_joints, 1, 1)), clip, window=16, overlap=4))
+
+
+def test_smoothing_keeps_constant_and_reduces_noise():
+    rng = np.random.default_rng(0)
+    base = R.rotvec_to_matrix(np.array([0.3, -0.2, 2.5]))  # near the quaternion hemisphere edge is fine
+    const = np.broadcast_to(base, (30, 2, 3, 3))
+    np.testing.assert_allclose(S.smooth_rotations(const, 2.0), const, atol=1e-9)
+    t = np.linspace(0, 1, 60)[:, None, None] * np.array([[0.0, 0.0, 3.0]])
+    clean = R.rotvec_to_matrix(t)
+    noisy = R.rotvec_to_matrix(t + rng.normal(0, 0.05, t.shape))
+    smooth = S.smooth_rotations(noisy, 2.0)
+    err = lambda x: np.degrees(R.geodesic_angle(x, clean)).mean()  # noqa: E731
+    assert err(smooth) < 0.6 * err(noisy)
+    np.testing.assert_array_equal(S.smooth_rotations(noisy, 0), noisy)
+    x = rng.normal(size=(40, 3))
+    assert S.smooth_positions(x, 1.0).shape == x.shape and S.smooth_positions(x, 1.0).std() < x.std()

@@ -1,0 +1,90 @@
+"""The runtime: loads the shipped model once, checks its metadata, fails clearly, predicts finite outputs."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mocap_blender.core import preprocess
+from mocap_blender.core.errors import MocapError
+from mocap_blender.core.rotations import rotvec_to_matrix
+from mocap_blender.core.runtime import MocapModel
+from models.export import random_skeleton
+
+onnx = pytest.importorskip("onnx")
+SHIPPED = Path(__file__).resolve().parents[1] / "mocap_blender" / "weights" / "mocap.onnx"
+pytestmark = pytest.mark.skipif(not SHIPPED.is_file(), reason="no shipped model")
+
+
+@pytest.fixture(scope="module")
+def model():
+    return MocapModel(SHIPPED, threads=2)
+
+
+def _with_meta(tmp_path, **changes):
+    m = onnx.load(str(SHIPPED))
+    props = {p.key: p.value for p in m.metadata_props}
+    props.update({k: v for k, v in changes.items() if v is not None})
+    for k, v in changes.items():
+        if v is None:
+            props.pop(k)
+    del m.metadata_props[:]
+    for k, v in props.items():
+        p = m.metadata_props.add()
+        p.key, p.value = k, v
+    out = tmp_path / "m.onnx"
+    onnx.save(m, str(out))
+    return out
+
+
+def test_predict_shapes_and_finite(model):
+    rng = np.random.default_rng(0)
+    skel = random_skeleton(23, rng)
+    ref = rotvec_to_matrix(rng.normal(0, 0.3, (23, 3)))
+    rig = preprocess.make_rig_inputs(skel, ref)
+    frames = rng.integers(0, 255, (5, 90, 120, 3), dtype=np.uint8)
+    out = model.predict(frames, rig, ref_frame=2)
+    assert out["positions"].shape == (5, 23, 3) and out["tails"].shape == (5, 23, 3)
+    assert out["rotation"].shape == (5, 23, 3, 3) and out["root_orientation"].shape == (5, 3, 3)
+    assert out["confidence"].shape == (5, 23) and out["joints2d"].shape == (5, 23, 2)
+    for v in out.values():
+        assert np.all(np.isfinite(v))
+    r = out["rotation"]
+    np.testing.assert_allclose(r @ np.swapaxes(r, -1, -2), np.broadcast_to(np.eye(3), r.shape), atol=1e-5)
+    assert model.input_size > 0 and model.window_length > 0 and len(model.mean) == 3
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(MocapError, match="not found"):
+        MocapModel(tmp_path / "nope.onnx")
+
+
+def test_corrupt_file(tmp_path):
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"this is not a model" * 100)
+    with pytest.raises(MocapError, match="corrupt"):
+        MocapModel(bad)
+
+
+def test_wrong_version(tmp_path):
+    with pytest.raises(MocapError, match="format version 99"):
+        MocapModel(_with_meta(tmp_path, format_version="99"))
+
+
+def test_missing_metadata(tmp_path):
+    with pytest.raises(MocapError, match="lacks metadata"):
+        MocapModel(_with_meta(tmp_path, window_length=None))
+
+
+def test_wrong_rotation_format(tmp_path):
+    with pytest.raises(MocapError, match="rotation format"):
+        MocapModel(_with_meta(tmp_path, rotation_format="quaternion"))
+
+
+def test_bad_frames(model):
+    rng = np.random.default_rng(1)
+    skel = random_skeleton(4, rng)
+    rig = preprocess.make_rig_inputs(skel, np.tile(np.eye(3), (4, 1, 1)))
+    with pytest.raises(MocapError):
+        model.predict(np.zeros((3, 10, 10), np.uint8), rig)
+    with pytest.raises(MocapError):
+        model.predict(np.zeros((3, 10, 10, 3), np.float32), rig)
