@@ -96,7 +96,7 @@ def build(platform: str, cpu: bool, dist: Path) -> Path:
     subprocess.run([sys.executable, str(tool), "build", "--source-dir", str(src),
                     "--output-filepath", str(zip_path)], check=True)
     subprocess.run([sys.executable, str(tool), "validate", str(zip_path)], check=True)
-    print(f"built and validated {zip_path.relative_to(ROOT)} ({zip_path.stat().st_size / 1e6:.1f} MB)")
+    print(f"built and validated {zip_path} ({zip_path.stat().st_size / 1e6:.1f} MB)")
     return zip_path
 
 
