@@ -11,6 +11,17 @@ import torch
 EPS = 1e-8
 
 
+def mm3(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Batched product of small matrices (..., n, k) @ (..., k, m) by broadcasting: far faster than bmm on CPU
+    for millions of 3x3 products, and the same result."""
+    return (a[..., :, :, None] * b[..., None, :, :]).sum(-2)
+
+
+def mv3(a: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """(..., n, k) @ (..., k) -> (..., n)."""
+    return (a * v[..., None, :]).sum(-1)
+
+
 def sixd_to_matrix(d: torch.Tensor) -> torch.Tensor:
     """(..., 6) -> (..., 3, 3): Gram-Schmidt on the two columns (same as core.rotations.sixd_to_matrix)."""
     a, b = d[..., :3], d[..., 3:]
@@ -57,21 +68,21 @@ def fk_canonical(rest_rel_rot: torch.Tensor, rest_rel_loc: torch.Tensor, parents
     eye = torch.eye(3, dtype=basis.dtype).expand(b, t, 1, 3, 3)
     rot = torch.cat([eye, basis[:, :, 1:] * 0 + eye], dim=2)  # (B, T, J, 3, 3) placeholder
     pos = torch.zeros(b, t, j, 3, dtype=basis.dtype)
-    local_rot = rest_rel_rot[:, None] @ basis  # (B, T, J, 3, 3)
+    local_rot = mm3(rest_rel_rot[:, None], basis)  # (B, T, J, 3, 3)
     idx_r = parents[:, None, :, None, None].expand(b, t, j, 3, 3)
     idx_p = parents[:, None, :, None].expand(b, t, j, 3)
     for level in range(1, int(depth.max()) + 1 if depth.numel() else 1):
         prot = torch.gather(rot, 2, idx_r)  # parent's global rotation
         ppos = torch.gather(pos, 2, idx_p)
-        new_rot = prot @ local_rot
-        new_pos = ppos + (prot @ rest_rel_loc[:, None, :, :, None])[..., 0]
+        new_rot = mm3(prot, local_rot)
+        new_pos = ppos + mv3(prot, rest_rel_loc[:, None])
         sel = (depth == level)[:, None, :]  # (B, 1, J)
         rot = torch.where(sel[..., None, None], new_rot, rot)
         pos = torch.where(sel[..., None], new_pos, pos)
     # the root's own rotation is the identity in its own frame; its basis is not used here
     if tail_local is None:
         return pos, rot
-    tails = pos + (rot @ tail_local[:, None, :, :, None])[..., 0]
+    tails = pos + mv3(rot, tail_local[:, None])
     return pos, tails, rot
 
 

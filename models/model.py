@@ -27,7 +27,7 @@ from torch import nn
 
 from mocap_blender.core.preprocess import N_JOINT_FEATURES
 from .encoder import IMAGENET_MEAN, IMAGENET_STD, build_encoder
-from .geometry import matrix_to_sixd, sixd_to_matrix, twist_y
+from .geometry import matrix_to_sixd, mm3, mv3, sixd_to_matrix, twist_y
 
 FORMAT_VERSION = 1  # bump when inputs/outputs/metadata change meaning; the runtime refuses other versions
 N_EDGE_TYPES = 6
@@ -43,8 +43,8 @@ class ModelConfig:
     heads: int = 4  # attention heads per layer
     local_heads: int = 2  # of which restricted to the kinematic neighbourhood
     ffn_mult: int = 2
-    stage1_layers: int = 3
-    stage2_layers: int = 3
+    stage1_layers: int = 2
+    stage2_layers: int = 2
     max_hops: int = 8  # hop distances are capped here (core.graph.graph_tensors)
     max_rel_time: int = 16  # temporal relative-position bias buckets: -max..+max (clipped)
     window: int = 32  # frames per window in training and at run time
@@ -198,6 +198,8 @@ class MocapNet(nn.Module):
         self.stage1 = nn.ModuleList([Block(cfg, True, False) for _ in range(cfg.stage1_layers)])
         self.n1 = nn.LayerNorm(d)
         self.pose_head = nn.Linear(d, 6 + 4 + 1)  # head xyz, tail xyz (camera), head uv, tail uv, confidence
+        with torch.no_grad():
+            self.pose_head.weight.mul_(0.1)
         self.root_head = mlp(2 * d, 6 + 1, d)  # root orientation 6D (camera frame), log root depth ratio
         # --- stage 2: pose -> rotation ---
         self.pose_in = mlp(12, d, 2 * d)  # canonical head, tail, bone vector, camera head
@@ -269,8 +271,8 @@ class MocapNet(nn.Module):
                        confidence=torch.sigmoid(p[..., 10]), root_rot=root_rot, log_root_depth=r[..., 6])
             # canonical (root frame) pose: O^T p
             rt = root_rot.transpose(-1, -2)[:, :, None]  # (B, T, 1, 3, 3)
-            head_can = (rt @ head_cam[..., None])[..., 0]
-            tail_can = (rt @ tail_cam[..., None])[..., 0]
+            head_can = mv3(rt, head_cam)
+            tail_can = mv3(rt, tail_cam)
             bone_d2 = self.bone_distance(uv)  # (B, T, J, N)
             tok1 = self.tok12(h1)
         else:
@@ -293,12 +295,12 @@ class MocapNet(nn.Module):
                     use_img, bone_d2)
         h2 = self.n2(x)  # (B, T, J, D)
         delta = sixd_to_matrix(self.rot_head(h2) + torch.tensor([1.0, 0, 0, 0, 1.0, 0]))  # (B, T, J, 3, 3)
-        rot = sixd_to_matrix(ref_rot6d)[:, None] @ delta  # residual on the reference rotation
+        rot = mm3(sixd_to_matrix(ref_rot6d)[:, None], delta)  # residual on the reference rotation
         if self.cfg.clip_twist:
             w = torch.softmax(self.twist_pool(h2), dim=1)  # (B, T, J, 1) attention over the window
             clip = (w * h2).sum(1)  # (B, J, D)
             cs = self.twist_head(clip) + torch.tensor([1.0, 0.0])  # (B, J, 2)
-            rot = rot @ twist_y(cs)[:, None]  # per-clip twist about each bone's own axis
+            rot = mm3(rot, twist_y(cs)[:, None])  # per-clip twist about each bone's own axis
         out.update(rot=rot, rot6d=matrix_to_sixd(rot), head_can=head_can, tail_can=tail_can)
         return out
 

@@ -39,13 +39,13 @@ class TrainConfig:
     data: list = field(default_factory=lambda: ["data/train"])
     cache: str = "runs/featcache"
     run: str = "runs/main"
-    batch: int = 4
-    window: int = 24  # training window (frames); temporal biases are relative, so run-time windows may differ
+    batch: int = 2
+    window: int = 16  # training window (frames); temporal biases are relative, so run-time windows may differ
     lr: float = 5e-4
     weight_decay: float = 0.01
-    steps_a: int = 600  # pose -> rotation on skeletal data (no images)
-    steps_b: int = 600  # video -> pose
-    steps_c: int = 1200  # joint, scheduled sampling of predicted poses
+    steps_a: int = 300  # pose -> rotation on skeletal data (no images)
+    steps_b: int = 350  # video -> pose
+    steps_c: int = 650  # joint, scheduled sampling of predicted poses
     p_matched: float = 0.35  # share of samples whose reference pose is a (flagged) frame of the window
     pos_noise: float = 0.03  # largest std (fraction of rig height) of the noise on poses fed to stage 2
     save_every: int = 100
@@ -466,7 +466,8 @@ def fit(tc: TrainConfig, mc: ModelConfig, resume: bool = True, quiet: bool = Fal
         opt.step()
         step += 1
         for k, v in parts.items():
-            running[k] = 0.9 * running.get(k, float(v)) + 0.1 * float(v)
+            v = float(v.detach())
+            running[k] = 0.9 * running.get(k, v) + 0.1 * v
         bar.update(1)
         if step % tc.log_every == 0:
             msg = " ".join(f"{k}={v:.4f}" for k, v in running.items())

@@ -151,3 +151,33 @@ def test_smoothing_keeps_constant_and_reduces_noise():
     np.testing.assert_array_equal(S.smooth_rotations(noisy, 0), noisy)
     x = rng.normal(size=(40, 3))
     assert S.smooth_positions(x, 1.0).shape == x.shape and S.smooth_positions(x, 1.0).std() < x.std()
+
+
+def _wandering(n_frames, n_joints, seed=0):
+    rng = np.random.default_rng(seed)
+    return R.rotvec_to_matrix(np.cumsum(rng.normal(0, 0.12, (n_frames, n_joints, 3)), 0))
+
+
+def test_euler_channels_match_blenders_compatible_rule_for_every_order():
+    rots = _wandering(120, 12)
+    orders = [R.EULER_ORDERS[i % 6] for i in range(12)]
+    ref = np.random.default_rng(1).normal(0, 3, (12, 3))
+    got = S.channel_values(rots, "EULER", ref, orders=orders)
+    for k, order in enumerate(orders):
+        e = R.matrix_to_euler(rots[:, k], order)
+        e[0] = R.euler_compatible(e[0], ref[k], order)
+        np.testing.assert_allclose(got[:, k], R.euler_unwrap(e, order), atol=1e-12)
+        np.testing.assert_allclose(R.euler_to_matrix(got[:, k], order), rots[:, k], atol=1e-9)
+
+
+def test_quaternion_and_axis_angle_channels_are_continuous():
+    rots = _wandering(200, 5)
+    q = S.channel_values(rots, "QUATERNION", ref_value=np.tile([-1.0, 0, 0, 0], (5, 1)))
+    assert np.all(q[0, :, 0] <= 0) and np.all(np.sum(q[1:] * q[:-1], -1) >= 0)
+    np.testing.assert_allclose(R.quat_to_matrix(q), rots, atol=1e-9)
+    aa = S.channel_values(rots, "AXIS_ANGLE")
+    np.testing.assert_allclose(R.axis_angle_to_matrix(aa), rots, atol=1e-9)
+    assert np.max(np.abs(np.diff(aa[..., 0], axis=0))) < 0.5  # the angle runs continuously (no 2 pi jumps)
+    assert np.min(np.sum(aa[1:, :, 1:] * aa[:-1, :, 1:], -1)) > -0.5  # the axis never flips
+    still = S.channel_values(np.broadcast_to(np.eye(3), (4, 2, 3, 3)), "AXIS_ANGLE")
+    np.testing.assert_allclose(still, np.tile([0.0, 0, 1, 0], (4, 2, 1)))

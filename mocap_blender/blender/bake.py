@@ -15,41 +15,10 @@ from __future__ import annotations
 import bpy
 import numpy as np
 
-from ..core import rotations as R
+from ..core.smoothing import channel_values
 from ..core.errors import MocapError
 from . import anim
 from .rig import RigInfo, bone_path, rotation_channel
-
-
-def channel_values(rot: np.ndarray, mode: str, ref_value=None) -> np.ndarray:
-    """rot (F, K, 3, 3) -> channel values (F, K, n) for K bones in rotation `mode`, continuous over time.
-
-    ref_value (K, n): the bones' current channel values; the first frame is made nearest to them.
-    """
-    if mode == "QUATERNION":
-        q = R.matrix_to_quat(rot)
-        if ref_value is not None and len(q):
-            flip = np.sum(q[0] * ref_value, axis=-1) < 0
-            q[0, flip] = -q[0, flip]
-        return R.quat_continuity(q, axis=0)
-    if mode == "AXIS_ANGLE":
-        q = R.quat_continuity(R.matrix_to_quat(rot), axis=0)
-        s = np.linalg.norm(q[..., 1:], axis=-1)  # (F, K)
-        angle = 2.0 * np.arctan2(s, q[..., 0])  # in [0, 2 pi) given continuous signs
-        has_axis = s > 1e-9
-        unit = q[..., 1:] / np.where(has_axis, s, 1.0)[..., None]
-        axis = np.empty_like(unit)
-        first = np.argmax(has_axis, axis=0)  # first frame with an axis (0 if none)
-        k = np.arange(q.shape[1])
-        prev = np.where(has_axis.any(axis=0)[:, None], unit[first, k], np.array([0.0, 1.0, 0.0]))
-        for t in range(len(q)):  # tiny angles have no axis: keep the previous (or first real) one
-            prev = np.where(has_axis[t][:, None], unit[t], prev)
-            axis[t] = prev
-        return np.concatenate([angle[..., None], axis], axis=-1)
-    e = R.matrix_to_euler(rot, mode)
-    if ref_value is not None and len(e):
-        e[0] = R.euler_compatible(e[0], np.asarray(ref_value, dtype=np.float64), mode)
-    return R.euler_unwrap(e, mode, axis=0)
 
 
 def _write(fc, frames: np.ndarray, values: np.ndarray) -> None:
@@ -85,11 +54,13 @@ def bake(obj, rig: RigInfo, rotations: np.ndarray, frame_start: int, action_name
         writer = anim.ChannelWriter(action, obj)
         names = rig.skeleton.names
         values = {}
-        for mode in set(rig.rotation_modes):  # one vectorised conversion per rotation mode
-            idx = [j for j, m in enumerate(rig.rotation_modes) if m == mode]
-            prop, _ = rotation_channel(mode)
+        groups = {}
+        for j, mode in enumerate(rig.rotation_modes):  # one vectorised conversion per kind of rotation mode
+            groups.setdefault(mode if mode in ("QUATERNION", "AXIS_ANGLE") else "EULER", []).append(j)
+        for kind, idx in groups.items():
+            prop, _ = rotation_channel(rig.rotation_modes[idx[0]])
             ref = np.array([getattr(obj.pose.bones[names[j]], prop)[:] for j in idx], dtype=np.float64)
-            vals = channel_values(rotations[:, idx], mode, ref)
+            vals = channel_values(rotations[:, idx], kind, ref, orders=[rig.rotation_modes[j] for j in idx])
             for k, j in enumerate(idx):
                 values[j] = vals[:, k]
         for j, name in enumerate(names):

@@ -109,7 +109,7 @@ def capture_steps(model, skeleton: Skeleton, ref_rot, video_path, *, ref_video_f
                          "Deform off on helper bones (they are then skipped) or use a simpler skeleton.")
     window = int(window or getattr(model, "window_length", 32))
     window = max(window, 2)
-    overlap = int(window // 4 if overlap is None else overlap)
+    overlap = int(max(2, window // 8) if overlap is None else overlap)  # 4 of 32: ~14% extra model work
     overlap = min(max(overlap, 1), window - 1)
     cfa = FRONT_CAM_FROM_ARMATURE if cam_from_armature is None else np.asarray(cam_from_armature, np.float64)
     if cfa.shape != (3, 3) or not np.all(np.isfinite(cfa)):

@@ -400,74 +400,130 @@ def render_clip(rig: Rig, motion: Motion, seed: int, size: int = 160, engine: st
         zmin = float(pts_w[..., 2].min()) - 0.5 * extent
         build_floor(zmin, float(np.ptp(pts_w[..., :2].reshape(-1, 2), 0).max()) * 3 + 10 * extent, rng,
                     world_xy=tuple(pts_w[..., :2].reshape(-1, 2).mean(0)))
-    cam = bpy.data.cameras.new("cam")
-    cam.lens = focal
-    cam.sensor_width = SENSOR_MM
-    cam.sensor_fit = "HORIZONTAL"
-    cam.clip_start = 0.01
-    cam.clip_end = 1e4
-    cam_ob = bpy.data.objects.new("cam", cam)
-    sc.collection.objects.link(cam_ob)
-    sc.camera = cam_ob
-
-    J = rig.n_joints
-    pbs = arm_ob.pose.bones
-    quats = matrix_to_quat(motion.basis_rot)  # (T, J, 4) in rig order
-    inv = np.argsort(bl_idx)  # Blender order -> rig order
-    frames = np.zeros((T, size, size, 3), np.uint8)
-    basis = np.zeros((T, J, 4, 4), np.float32)
-    heads = np.zeros((T, J, 3), np.float32)
-    ptails = np.zeros((T, J, 3), np.float32)
-    visible = np.zeros((T, J), bool)
     # per-joint occlusion tolerance: how far the body surface can lie in front of the joint
     r_ext = rig.shape[:, SH_RADIUS] * (1 + 1.6 * rig.shape[:, SH_FEATURE] * (rig.shape[:, SH_KIND] >= SHAPE_FIN))
     tol = r_ext.copy()
     par = rig.parents
     tol[1:] = np.maximum(tol[1:], r_ext[par[1:]])
     tol = 1.5 * tol + 0.01 * rig.height
+    bl_names = [p.name for p in arm_ob.pose.bones]
+    d = animate_and_render(sc, arm_ob, [body], list(rig.names), bl_names, motion.basis_rot, motion.root_loc, None,
+                           cam_world, K, focal, size, tol, world_space_occlusion=False, tmpdir=tmpdir)
+    d.update(
+        names=np.array(rig.names), parents=rig.parents.astype(np.int64), rest=rest.astype(np.float32),
+        tails=tails.astype(np.float32), deform=rig.deform.astype(bool), armature_world=world.astype(np.float32),
+        K=K.astype(np.float32), fps=np.float64(motion.fps), family=np.array(rig.family),
+        topology=np.array(topology_hash(rig.parents)), seed=np.int64(seed), source=np.array(source),
+        style=np.array(motion.style), version=np.array(DATA_VERSION),
+    )
+    return d
+
+
+def _world_bvh(meshes, depsgraph):
+    """BVH of the evaluated (posed) meshes in world space."""
+    verts, polys, off = [], [], 0
+    for ob in meshes:
+        ev = ob.evaluated_get(depsgraph)
+        me = ev.to_mesh()
+        n = len(me.vertices)
+        co = np.zeros(n * 3, np.float32)
+        me.vertices.foreach_get("co", co)
+        m = np.array(ev.matrix_world)
+        verts.append(co.reshape(n, 3) @ m[:3, :3].T + m[:3, 3])
+        polys.extend([tuple(v + off for v in p.vertices) for p in me.polygons])
+        off += n
+        ev.to_mesh_clear()
+    return BVHTree.FromPolygons(np.concatenate(verts).tolist(), polys)
+
+
+def animate_and_render(sc, arm_ob, meshes, names, bl_names, basis_rot, root_loc, other_basis, cam_world, K, focal,
+                       size, tol, *, world_space_occlusion=False, tmpdir=None, adaptive_floor=0.0) -> dict:
+    """Pose the skeleton bones (`names`, core order) with `basis_rot` (T,J,3,3) and the root with `root_loc`,
+    every other pose bone with `other_basis` (T,B,4,4 in Blender order; identity if None), render each frame and
+    read the truth back from Blender. `tol` (J,) is how far in front of a joint the body surface may be before the
+    joint counts as occluded; None: 3 x the joint's distance to the nearest surface + `adaptive_floor` (for real
+    meshes, whose thickness is unknown)."""
+    T = basis_rot.shape[0]
+    J = len(names)
+    cam = bpy.data.cameras.new("cam")
+    cam.lens = focal
+    cam.sensor_width = SENSOR_MM
+    cam.sensor_fit = "HORIZONTAL"
+    cam.clip_start = 0.01
+    cam.clip_end = 1e5
+    cam_ob = bpy.data.objects.new("cam", cam)
+    sc.collection.objects.link(cam_ob)
+    sc.camera = cam_ob
+    world = np.array(arm_ob.matrix_world, np.float64)
+    pbs = arm_ob.pose.bones
+    B = len(pbs)
+    for pb in pbs:
+        pb.rotation_mode = "QUATERNION"
+    bl_idx = np.array([bl_names.index(n) for n in names])
+    quats = matrix_to_quat(basis_rot)  # (T, J, 4) in skeleton order
+    q_all = np.tile(np.array([1.0, 0, 0, 0]), (T, B, 1))
+    l_all = np.zeros((T, B, 3))
+    s_all = np.ones((T, B, 3))
+    if other_basis is not None:
+        from mocap_blender.core.rotations import orthonormalize
+        q_all = matrix_to_quat(orthonormalize(other_basis[..., :3, :3]))
+        l_all = other_basis[..., :3, 3].copy()
+        s_all = np.linalg.norm(other_basis[..., :3, :3], axis=-2)
+    q_all[:, bl_idx] = quats
+    l_all[:, bl_idx] = 0.0
+    l_all[:, bl_idx[0]] = root_loc
+    s_all[:, bl_idx] = 1.0
+    frames = np.zeros((T, size, size, 3), np.uint8)
+    basis = np.zeros((T, J, 4, 4), np.float32)
+    heads = np.zeros((T, J, 3), np.float32)
+    ptails = np.zeros((T, J, 3), np.float32)
+    visible = np.zeros((T, J), bool)
     tmpdir = tmpdir or tempfile.gettempdir()
     png = os.path.join(tmpdir, f"mb_frame_{os.getpid()}.png")
     sc.render.filepath = png
-    loc = np.zeros((J, 3))
-    depsgraph = bpy.context.evaluated_depsgraph_get()
     w2a = np.linalg.inv(world)
+    mb = np.zeros(B * 16, np.float32)
+    hh = np.zeros(B * 3, np.float32)
     for t in range(T):
-        loc[0] = motion.root_loc[t]
-        pbs.foreach_set("rotation_quaternion", quats[t][bl_idx].ravel())
-        pbs.foreach_set("location", loc[bl_idx].ravel())
+        pbs.foreach_set("rotation_quaternion", q_all[t].ravel())
+        pbs.foreach_set("location", l_all[t].ravel())
+        pbs.foreach_set("scale", s_all[t].ravel())
         arm_ob.update_tag()
         cam_ob.matrix_world = Matrix(cam_world[t])
         bpy.context.view_layer.update()
-        mb = np.zeros(J * 16, np.float32)
         pbs.foreach_get("matrix_basis", mb)
-        basis[t] = mb.reshape(J, 4, 4).transpose(0, 2, 1)[bl_idx]
-        hh = np.zeros(J * 3, np.float32)
+        basis[t] = mb.reshape(B, 4, 4).transpose(0, 2, 1)[bl_idx]
         pbs.foreach_get("head", hh)
-        heads[t] = hh.reshape(J, 3)[bl_idx]
+        heads[t] = hh.reshape(B, 3)[bl_idx]
         pbs.foreach_get("tail", hh)
-        ptails[t] = hh.reshape(J, 3)[bl_idx]
+        ptails[t] = hh.reshape(B, 3)[bl_idx]
         bpy.ops.render.render(write_still=True)
         img = cv2.imread(png, cv2.IMREAD_COLOR)
         frames[t] = img[..., ::-1]
-        # occlusion: cast a ray from the camera to each joint against the posed body (armature space)
+        # occlusion: cast a ray from the camera to each joint against the posed body
         depsgraph = bpy.context.evaluated_depsgraph_get()
-        tree = BVHTree.FromObject(body, depsgraph)
-        cam_a = (w2a @ cam_world[t])[:3, 3]
+        if world_space_occlusion:
+            tree = _world_bvh(meshes, depsgraph)
+            cam_p = cam_world[t][:3, 3]
+            targets = heads[t].astype(np.float64) @ world[:3, :3].T + world[:3, 3]
+        else:  # the body object sits at the armature's transform: work in armature space
+            tree = BVHTree.FromObject(meshes[0], depsgraph)
+            cam_p = (w2a @ cam_world[t])[:3, 3]
+            targets = heads[t].astype(np.float64)
         for j in range(J):
-            d = heads[t, j].astype(np.float64) - cam_a
-            dist = float(np.linalg.norm(d))
-            hit = tree.ray_cast(Vector(cam_a), Vector(d / dist), dist)
-            visible[t, j] = hit[0] is None or hit[3] > dist - tol[j]
+            dv = targets[j] - cam_p
+            dist = float(np.linalg.norm(dv))
+            hit = tree.ray_cast(Vector(cam_p), Vector(dv / dist), dist)
+            if tol is None:
+                near = tree.find_nearest(Vector(targets[j]))
+                tj = 3.0 * (near[3] if near[0] is not None else 0.0) + adaptive_floor
+            else:
+                tj = tol[j]
+            visible[t, j] = hit[0] is None or hit[3] > dist - tj
     heads_w = heads.astype(np.float64) @ world[:3, :3].T + world[:3, 3]
     uv, z = project(heads_w, cam_world, K)
     inframe = (uv[..., 0] >= 0) & (uv[..., 0] < size) & (uv[..., 1] >= 0) & (uv[..., 1] < size) & (z > 0)
     visible &= inframe
-    return dict(
-        frames=frames, names=np.array(rig.names), parents=rig.parents.astype(np.int64), rest=rest.astype(np.float32),
-        tails=tails.astype(np.float32), deform=rig.deform.astype(bool), basis_rot=basis[..., :3, :3].copy(),
-        root_loc=basis[:, 0, :3, 3].copy(), heads=heads, pose_tails=ptails,
-        armature_world=world.astype(np.float32), cam_world=cam_world.astype(np.float32), K=K.astype(np.float32),
-        joints2d=uv.astype(np.float32), visible=visible, fps=np.float64(motion.fps), family=np.array(rig.family),
-        topology=np.array(topology_hash(rig.parents)), seed=np.int64(seed), source=np.array(source),
-        style=np.array(motion.style), version=np.array(DATA_VERSION),
-    )
+    return dict(frames=frames, basis_rot=basis[..., :3, :3].copy(), root_loc=basis[:, 0, :3, 3].copy(),
+                heads=heads, pose_tails=ptails, cam_world=cam_world.astype(np.float32),
+                joints2d=uv.astype(np.float32), visible=visible)
