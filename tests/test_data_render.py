@@ -98,3 +98,24 @@ def test_generate_is_deterministic_and_resumable(tmp_path, clips):
         for k in ("names", "parents", "rest", "basis_rot", "heads", "cam_world", "K", "visible"):
             assert np.array_equal(z[k], again[k]), k
         assert np.abs(z["frames"].astype(int) - again["frames"]).max() <= 1
+
+
+@pytest.mark.parametrize("file,mirror", [("quaternius/Manta_ray.glb", False), ("threejs/pirouette_cmu.bvh", False),
+                                         ("threejs/RobotExpressive.glb", True)])
+def test_real_clips_read_in_place_with_exact_truth(file, mirror):
+    from models.data import real
+    if file not in real.available():
+        pytest.skip("mocap-dev is not here")
+    d = real.render_real_clip(3, size=SIZE, n_frames=FRAMES, file=file, floor=False, mirror=mirror)
+    skel = Skeleton.from_arrays(d["names"], d["parents"], d["rest"], d["tails"])
+    assert list(skel.names) == list(d["names"])
+    pose = forward_kinematics(skel, d["basis_rot"].astype(np.float64), d["root_loc"].astype(np.float64))
+    assert np.abs(pose[..., :3, 3] - d["heads"]).max() < 1e-5 * max(skel.height, 1.0)
+    assert str(d["source"]).startswith(file) and str(d["source"]).endswith("#mirror") == mirror
+    # deforming joints marked visible land on the real mesh
+    bg = _background(d["frames"])
+    t_idx, j_idx = np.nonzero(d["visible"] & d["deform"][None])
+    uv = d["joints2d"]
+    hits = [np.abs(d["frames"][t, int(uv[t, j, 1]), int(uv[t, j, 0])].astype(int) - bg).max() > 3
+            for t, j in zip(t_idx, j_idx)]
+    assert len(hits) > 0 and np.mean(hits) >= 0.8
