@@ -116,6 +116,9 @@ def capture_iter(armature, video, *, frame_start=None, reference_frame=None, cam
         reference_frame = scene.frame_current
     frame_start, reference_frame = int(frame_start), int(reference_frame)
     first, last = (0, reader.n_frames - 1) if frame_range is None else (int(frame_range[0]), int(frame_range[1]))
+    if first > last:
+        raise MocapError(f"The video frame range starts after it ends ({first} > {last}). Set the first frame to "
+                         "at most the last one.")
     if not (0 <= first <= last < reader.n_frames):
         raise MocapError(f"Video frame range {first}-{last} is outside the video ({reader.n_frames} frames, "
                          f"numbered 0-{reader.n_frames - 1}). Choose a range inside it.")

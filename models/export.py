@@ -5,7 +5,7 @@
 
 Inputs (one clip window, no batch dimension):
   frames (T, 3, S, S) float32 normalised (core.preprocess.preprocess_frames), joint_feats (J, F) float32,
-  ref_rot6d (J, 6) float32, hops (J, J) int64, edge_type (J, J) int64, local_mask (J, J) float32 additive,
+  ref_rot6d (J, 6) float32, parents (J,) int64 (root: 0), hops (J, J) int64, edge_type (J, J) int64, local_mask (J, J) float32 additive,
   ref_flag (T,) float32.
 Outputs: head_cam (T, J, 3), tail_cam (T, J, 3), rot6d (T, J, 6), root_rot6d (T, 6), confidence (T, J),
   uv (T, J, 2), log_root_depth (T,).
@@ -38,7 +38,7 @@ def _onnxscript_compat() -> None:
         sys.modules[name] = importlib.import_module("onnxscript._framework_apis.torch_2_9")
 
 
-INPUT_NAMES = ["frames", "joint_feats", "ref_rot6d", "hops", "edge_type", "local_mask", "ref_flag"]
+INPUT_NAMES = ["frames", "joint_feats", "ref_rot6d", "parents", "hops", "edge_type", "local_mask", "ref_flag"]
 OUTPUT_NAMES = ["head_cam", "tail_cam", "rot6d", "root_rot6d", "confidence", "uv", "log_root_depth"]
 
 
@@ -49,9 +49,9 @@ class ExportWrapper(nn.Module):
         super().__init__()
         self.net = net
 
-    def forward(self, frames, joint_feats, ref_rot6d, hops, edge_type, local_mask, ref_flag):
-        o = self.net.forward_frames(frames[None], joint_feats[None], ref_rot6d[None], hops[None], edge_type[None],
-                                    local_mask[None], ref_flag[None])
+    def forward(self, frames, joint_feats, ref_rot6d, parents, hops, edge_type, local_mask, ref_flag):
+        o = self.net.forward_frames(frames[None], joint_feats[None], ref_rot6d[None], parents[None], hops[None],
+                                    edge_type[None], local_mask[None], ref_flag[None])
         return (o["head_cam"][0], o["tail_cam"][0], o["rot6d"][0], matrix_to_sixd(o["root_rot"][0]),
                 o["confidence"][0], o["uv"][0], o["log_root_depth"][0])
 
@@ -88,7 +88,8 @@ def dummy_inputs(cfg: ModelConfig, t: int = 8, j: int = 12, seed: int = 0):
     frames = rng.normal(0, 1, (t, 3, cfg.img_size, cfg.img_size)).astype(np.float32)
     flag = np.zeros(t, np.float32)
     flag[0] = 1.0
-    return (frames, rig["joint_feats"], rig["ref_rot6d"], rig["hops"], rig["edge_type"], rig["local_mask"], flag)
+    return (frames, rig["joint_feats"], rig["ref_rot6d"], rig["parents"], rig["hops"], rig["edge_type"],
+            rig["local_mask"], flag)
 
 
 def random_skeleton(j: int, rng):
@@ -113,7 +114,7 @@ def export(net: MocapNet, out: str | os.PathLike, extra_meta: dict | None = None
     wrapper = ExportWrapper(net).eval()
     args = tuple(torch.from_numpy(a) for a in dummy_inputs(net.cfg, t=8, j=12))
     T, J = torch.export.Dim("T", min=2, max=4096), torch.export.Dim("J", min=2, max=net.cfg.max_joints)
-    shapes = {"frames": {0: T}, "joint_feats": {0: J}, "ref_rot6d": {0: J}, "hops": {0: J, 1: J},
+    shapes = {"frames": {0: T}, "joint_feats": {0: J}, "ref_rot6d": {0: J}, "parents": {0: J}, "hops": {0: J, 1: J},
               "edge_type": {0: J, 1: J}, "local_mask": {0: J, 1: J}, "ref_flag": {0: T}}
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -44,6 +44,29 @@ def geodesic(ra: torch.Tensor, rb: torch.Tensor) -> torch.Tensor:
     return torch.acos(cos)
 
 
+def quat_to_matrix(q: torch.Tensor) -> torch.Tensor:
+    """(..., 4) unit quaternion (w, x, y, z) -> (..., 3, 3)."""
+    w, x, y, z = q.unbind(-1)
+    return torch.stack([
+        torch.stack([1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)], -1),
+        torch.stack([2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)], -1),
+        torch.stack([2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)], -1)], -2)
+
+
+def swing_between(a: torch.Tensor, b: torch.Tensor, amount: torch.Tensor) -> torch.Tensor:
+    """Shortest-arc rotation taking direction a towards b (..., 3), scaled by amount in [0, 1] (..., 1)
+    (normalised lerp of the quaternion from the identity): (..., 3, 3). Parallel-safe; antiparallel -> identity-ish."""
+    a = a / torch.sqrt((a * a).sum(-1, keepdim=True) + EPS)
+    b = b / torch.sqrt((b * b).sum(-1, keepdim=True) + EPS)
+    q = torch.cat([1.0 + (a * b).sum(-1, keepdim=True), torch.cross(a, b, dim=-1)], -1)
+    q = q / torch.sqrt((q * q).sum(-1, keepdim=True) + EPS)
+    ident = torch.zeros_like(q)
+    ident = torch.cat([torch.ones_like(q[..., :1]), ident[..., 1:]], -1)
+    q = (1.0 - amount) * ident + amount * q
+    q = q / torch.sqrt((q * q).sum(-1, keepdim=True) + EPS)
+    return quat_to_matrix(q)
+
+
 def twist_y(cs: torch.Tensor) -> torch.Tensor:
     """(..., 2) unnormalised (cos, sin) -> (..., 3, 3) rotation about the local Y (bone) axis."""
     cs = cs / torch.sqrt((cs * cs).sum(-1, keepdim=True) + EPS)

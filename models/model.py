@@ -11,8 +11,11 @@ Read top to bottom:
   5. Stage 1 (video -> pose): heads and tails per joint in the camera frame (root-relative, / rig height), their
      image coordinates, the root orientation in the camera frame, the root depth, a confidence.
   6. Stage 2 (pose -> rotation): the stage-1 pose turned into the root's frame (canonical), plus the stage-1
-     tokens and the image, predict each bone's local rotation as a residual on the reference rotation, then a
-     per-clip twist about the bone axis pooled over the whole window. Gradients flow from stage 2 into stage 1.
+     tokens and the image. Each bone's rotation in the root frame starts from the reference's, swung (by a
+     learned amount, in [0, 1]) so that the bone points where the pose says, then a learned residual (twist and
+     corrections, read from image and context) and a per-clip twist about the bone axis pooled over the whole
+     window; local rotation = rest_relative^T @ parent^T @ own (parents gathered, no sequential chain).
+     Gradients flow from stage 2 into stage 1.
 
 Shapes: B batch, T frames, J joints, N image tokens per frame, D = cfg.dim. Masks are additive floats.
 """
@@ -25,11 +28,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mocap_blender.core.preprocess import N_JOINT_FEATURES
+from mocap_blender.core.preprocess import N_JOINT_FEATURES, feature_slices
 from .encoder import IMAGENET_MEAN, IMAGENET_STD, build_encoder
-from .geometry import matrix_to_sixd, mm3, mv3, sixd_to_matrix, twist_y
+from .geometry import matrix_to_sixd, mm3, mv3, sixd_to_matrix, swing_between, twist_y
 
-FORMAT_VERSION = 1  # bump when inputs/outputs/metadata change meaning; the runtime refuses other versions
+FORMAT_VERSION = 2  # bump when inputs/outputs/metadata change meaning; the runtime refuses other versions
 N_EDGE_TYPES = 6
 
 
@@ -206,8 +209,11 @@ class MocapNet(nn.Module):
         self.tok12 = nn.Linear(d, d)
         self.stage2 = nn.ModuleList([Block(cfg, cfg.stage2_images, True) for _ in range(cfg.stage2_layers)])
         self.n2 = nn.LayerNorm(d)
-        self.rot_head = nn.Linear(d, 6)
-        nn.init.zeros_(self.rot_head.weight), nn.init.zeros_(self.rot_head.bias)  # start at the reference pose
+        self.rot_head = nn.Linear(d, 6 + 1)  # residual 6D (in the bone's frame), swing amount logit
+        nn.init.zeros_(self.rot_head.weight), nn.init.zeros_(self.rot_head.bias)
+        with torch.no_grad():
+            self.rot_head.bias[6] = -3.0  # start near the reference (sigmoid(-3) = 0.05): noisy short bones swing wildly
+        self.fs = feature_slices()
         self.twist_pool = nn.Linear(d, 1)
         self.twist_head = mlp(d, 2, d)
         nn.init.zeros_(self.twist_head[2].weight), nn.init.zeros_(self.twist_head[2].bias)
@@ -233,11 +239,12 @@ class MocapNet(nn.Module):
         tok = torch.cat([a, c], dim=1)
         return tok.reshape(b, t, tok.shape[1], tok.shape[2])
 
-    def forward(self, img, joint_feats, ref_rot6d, hops, edge_type, local_mask, ref_flag, joint_pad=None,
+    def forward(self, img, joint_feats, ref_rot6d, parents, hops, edge_type, local_mask, ref_flag, joint_pad=None,
                 pose_override=None, stages: int = 2):
         """
         img: (B, T, N, D) image tokens (from `image_tokens`) or None (skeleton-only training).
-        joint_feats (B, J, F); ref_rot6d (B, J, 6); hops, edge_type (B, J, J) int64; local_mask (B, J, J) additive;
+        joint_feats (B, J, F); ref_rot6d (B, J, 6); parents (B, J) int64 (root: 0); hops, edge_type (B, J, J) int64;
+        local_mask (B, J, J) additive;
         ref_flag (B, T) 1 on the frame the reference shows; joint_pad (B, J) additive (0 real, -1e4 padding).
         pose_override: optional dict(head_can (B, T, J, 3), tail_can, head_cam) feeding stage 2 instead of
         stage 1's prediction (skeleton-only training and scheduled sampling). stages=1 stops after stage 1.
@@ -294,13 +301,24 @@ class MocapNet(nn.Module):
             x = blk(x, blk.skel.graph_bias(hops, edge_type, local_mask, joint_pad), blk.time.time_bias(t),
                     use_img, bone_d2)
         h2 = self.n2(x)  # (B, T, J, D)
-        delta = sixd_to_matrix(self.rot_head(h2) + torch.tensor([1.0, 0, 0, 0, 1.0, 0]))  # (B, T, J, 3, 3)
-        rot = mm3(sixd_to_matrix(ref_rot6d)[:, None], delta)  # residual on the reference rotation
+        r = self.rot_head(h2)  # (B, T, J, 7)
+        fs = self.fs
+        ref_dir = (joint_feats[..., fs["ref_tail"]] - joint_feats[..., fs["ref_head"]])[:, None]  # (B, 1, J, 3)
+        ref_glob = sixd_to_matrix(joint_feats[..., fs["ref_global6d"]])[:, None]  # (B, 1, J, 3, 3) root frame
+        swing = swing_between(ref_dir, tail_can - head_can, torch.sigmoid(r[..., 6:7]))  # (B, T, J, 3, 3)
+        delta = sixd_to_matrix(r[..., :6] + torch.tensor([1.0, 0, 0, 0, 1.0, 0]))  # (B, T, J, 3, 3)
+        glob = mm3(mm3(swing, ref_glob), delta)  # each bone's rotation in the (posed) root frame
         if self.cfg.clip_twist:
             w = torch.softmax(self.twist_pool(h2), dim=1)  # (B, T, J, 1) attention over the window
             clip = (w * h2).sum(1)  # (B, J, D)
             cs = self.twist_head(clip) + torch.tensor([1.0, 0.0])  # (B, J, 2)
-            rot = mm3(rot, twist_y(cs)[:, None])  # per-clip twist about each bone's own axis
+            glob = mm3(glob, twist_y(cs)[:, None])  # per-clip twist about each bone's own axis
+        eye = torch.eye(3, dtype=glob.dtype).expand(b, t, 1, 3, 3)
+        glob = torch.cat([eye, glob[:, :, 1:]], 2)  # the root frame itself
+        idx = parents[:, None, :, None, None].expand(b, t, j, 3, 3)
+        parent_glob = torch.gather(glob, 2, idx)  # (B, T, J, 3, 3)
+        rest_rel = sixd_to_matrix(joint_feats[..., fs["rest_relative6d"]])[:, None]  # (B, 1, J, 3, 3)
+        rot = mm3(mm3(rest_rel.transpose(-1, -2), parent_glob.transpose(-1, -2)), glob)  # local (matrix_basis)
         out.update(rot=rot, rot6d=matrix_to_sixd(rot), head_can=head_can, tail_can=tail_can)
         return out
 

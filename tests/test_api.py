@@ -2,18 +2,23 @@
 pipeline's rotations; every bad input raises MocapError and leaves the scene exactly as it was."""
 from __future__ import annotations
 
-import shutil
 
 import numpy as np
 import pytest
 
-from test_blender_helpers import (MODEL_PATH, RIG_BONES, action_snapshot, bpy, empty_scene,  # noqa: F401
+from test_blender_helpers import (MODEL_PATH, RIG_BONES, action_snapshot, bpy, fresh_scene,  # noqa: F401
                                   fcurve_values, make_armature, needs_model, scene_snapshot, write_clip)
 
 from mocap_blender import api  # noqa: E402
 from mocap_blender.blender.rig import bone_path, rotation_channel  # noqa: E402
 from mocap_blender.core import rotations as R  # noqa: E402
 from mocap_blender.core.errors import MocapError  # noqa: E402
+
+
+@pytest.fixture
+def empty_scene():
+    yield from fresh_scene()
+
 
 pytestmark = needs_model
 
@@ -213,17 +218,19 @@ def test_wrong_mode(empty_scene, clip):
 
 def test_model_file_missing_corrupt_or_wrong_version(empty_scene, clip, tmp_path, monkeypatch):
     obj = make_armature()
+    version = api.MODEL.get().meta["format_version"].encode()  # the shipped file's (rewritten as 9... below)
     monkeypatch.setattr(api.MODEL, "path", tmp_path / "gone.onnx")
     assert_refused("missing", api.capture, obj, clip)
     (tmp_path / "corrupt.onnx").write_bytes(b"\x08\x07garbage" * 1000)
     monkeypatch.setattr(api.MODEL, "path", tmp_path / "corrupt.onnx")
     assert_refused("could not be loaded", api.capture, obj, clip)
     data = MODEL_PATH.read_bytes()
-    tag = b"\n\x0eformat_version\x12\x011"
+    tag = b"\n\x0eformat_version\x12" + bytes([len(version)]) + version
     assert data.count(tag) == 1
-    (tmp_path / "v9.onnx").write_bytes(data.replace(tag, tag[:-1] + b"9"))
+    wrong = b"9" * len(version)
+    (tmp_path / "v9.onnx").write_bytes(data.replace(tag, tag[:-len(version)] + wrong))
     monkeypatch.setattr(api.MODEL, "path", tmp_path / "v9.onnx")
-    assert_refused("format version 9", api.capture, obj, clip)
+    assert_refused(f"format version {wrong.decode()}", api.capture, obj, clip)
     truncated = tmp_path / "half.onnx"
     truncated.write_bytes(data[: len(data) // 2])
     monkeypatch.setattr(api.MODEL, "path", truncated)
@@ -268,6 +275,7 @@ def test_frame_range_and_model_released(empty_scene, clip):
     keyed = {fc.data_path.rsplit(".", 1)[1] for fc in api_fcurves(obj)}
     assert "location" not in keyed
     assert_refused("outside the video", api.capture_iter(obj, clip, frame_range=(30, 50)).__next__)
+    assert_refused("starts after it ends", api.capture_iter(obj, clip, frame_range=(9, 3)).__next__)
     assert api.MODEL._model is not None
     import mocap_blender
     mocap_blender.unregister()

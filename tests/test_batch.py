@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from test_blender_helpers import (bpy, empty_scene, fcurve_values, make_armature, needs_model,  # noqa: F401
+from test_blender_helpers import (bpy, fresh_scene, fcurve_values, make_armature, needs_model,  # noqa: F401
                                   write_clip)
 
 from mocap_blender import api  # noqa: E402
@@ -17,6 +17,12 @@ from mocap_blender.blender import rig  # noqa: E402
 from mocap_blender.blender.rig import bone_path, rotation_channel  # noqa: E402
 from mocap_blender.core import rotations as R  # noqa: E402
 from mocap_blender.core.pipeline import capture_steps  # noqa: E402
+
+
+@pytest.fixture
+def empty_scene():
+    yield from fresh_scene()
+
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -5,12 +5,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from test_blender_helpers import (action_snapshot, bpy, empty_scene, fcurve_values, make_armature,  # noqa: F401
+from test_blender_helpers import (action_snapshot, fresh_scene, fcurve_values, make_armature,  # noqa: F401
                                   scene_snapshot)
 
 from mocap_blender.blender import anim, bake, rig  # noqa: E402
 from mocap_blender.blender.rig import bone_path, rotation_channel  # noqa: E402
 from mocap_blender.core import rotations as R  # noqa: E402
+
+
+
+@pytest.fixture
+def empty_scene():
+    yield from fresh_scene()
 
 
 def _motion(n_frames, n_joints, seed=0, speed=0.15):

@@ -4,11 +4,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from test_blender_helpers import RIG_BONES, bpy, empty_scene, make_armature, scene_snapshot  # noqa: F401
+from test_blender_helpers import RIG_BONES, bpy, fresh_scene, make_armature, scene_snapshot  # noqa: F401
 
 from mocap_blender.blender import rig  # noqa: E402
 from mocap_blender.core import rotations as R  # noqa: E402
 from mocap_blender.core.errors import MocapError  # noqa: E402
+
+
+
+@pytest.fixture
+def empty_scene():
+    yield from fresh_scene()
 
 
 def test_rest_and_reference_match_blender(empty_scene):

@@ -33,3 +33,17 @@ def test_torch_fk_equals_core_fk(j):
                              torch.from_numpy(basis)[None], a["tail_local"].double())
     np.testing.assert_allclose(th[0].numpy() / skel.height, heads, atol=1e-5)
     np.testing.assert_allclose(tt[0].numpy() / skel.height, tails, atol=1e-5)
+
+
+def test_swing_between_takes_a_to_b():
+    from models.geometry import swing_between
+    rng = np.random.default_rng(5)
+    a, b = rng.normal(size=(30, 3)), rng.normal(size=(30, 3))
+    r = swing_between(torch.from_numpy(a), torch.from_numpy(b), torch.ones(30, 1, dtype=torch.float64)).numpy()
+    un = lambda v: v / np.linalg.norm(v, axis=-1, keepdims=True)
+    np.testing.assert_allclose(np.einsum("nab,nb->na", r, un(a)), un(b), atol=1e-6)
+    half = swing_between(torch.from_numpy(a), torch.from_numpy(b), torch.full((30, 1), 0.5, dtype=torch.float64))
+    full_angle = R.geodesic_angle(r, np.eye(3))
+    assert np.all(R.geodesic_angle(half.numpy(), np.eye(3)) < full_angle + 1e-9)
+    zero = swing_between(torch.from_numpy(a), torch.from_numpy(b), torch.zeros(30, 1, dtype=torch.float64))
+    np.testing.assert_allclose(zero.numpy(), np.broadcast_to(np.eye(3), (30, 3, 3)), atol=1e-9)

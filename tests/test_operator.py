@@ -5,15 +5,22 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from test_blender_helpers import (RIG_BONES, bpy, empty_scene, fcurve_values, make_armature,  # noqa: F401
+from test_blender_helpers import (bpy, fresh_scene, fcurve_values, make_armature,  # noqa: F401
                                   needs_model, override, scene_snapshot, set_settings, write_clip)
 
 from mocap_blender import api  # noqa: E402
 from mocap_blender.blender import rig  # noqa: E402
 from mocap_blender.blender.operator import CaptureJob, MOCAP_OT_capture_video  # noqa: E402
+from mocap_blender.blender.properties import capture_kwargs  # noqa: E402
 from mocap_blender.blender.rig import bone_path, rotation_channel  # noqa: E402
 from mocap_blender.core import rotations as R  # noqa: E402
 from mocap_blender.core.pipeline import capture_steps  # noqa: E402
+
+
+
+@pytest.fixture
+def empty_scene():
+    yield from fresh_scene()
 
 
 @pytest.fixture(scope="module")
@@ -124,12 +131,12 @@ def test_cancel_half_way_leaves_the_scene_unchanged(empty_scene, clip):
     set_settings(empty_scene, video_path=clip)
     before = scene_snapshot()
     with override(obj):
-        job = CaptureJob(obj, **empty_scene.mocap_capture.capture_kwargs(bpy.context))
+        job = CaptureJob(obj, **capture_kwargs(empty_scene.mocap_capture, bpy.context))
     assert not job.step() and 0 < job.done < job.total  # half way: one window captured
     job.cancel()
     assert scene_snapshot() == before
     with override(obj):
-        job = CaptureJob(obj, **empty_scene.mocap_capture.capture_kwargs(bpy.context))
+        job = CaptureJob(obj, **capture_kwargs(empty_scene.mocap_capture, bpy.context))
     outcome = job.run()
     assert job.finished and outcome.action.name == "jump"
 
@@ -143,3 +150,43 @@ def test_registration_is_reversible(empty_scene):
     assert not hasattr(bpy.types, "MOCAP_OT_capture_video") and not hasattr(bpy.types, "VIEW3D_PT_mocap_capture")
     mocap_blender.register()
     assert [c.__name__ for c in registration.CLASSES][0] == "MocapSettings"
+
+
+class _ModalHarness:
+    """Drives the operator's real modal() with timer and Esc events (background mode has no event loop)."""
+
+    def __init__(self, job):
+        self._job, self._timer, self.reports = job, None, []
+
+    def report(self, kind, text):
+        self.reports.append((set(kind), text))
+
+    def _end(self, context):
+        MOCAP_OT_capture_video._end(self, context)
+
+    def _status(self, context, text=None):
+        MOCAP_OT_capture_video._status(self, context, text)
+
+    def event(self, context, kind, value='NOTHING'):
+        from types import SimpleNamespace
+        return MOCAP_OT_capture_video.modal(self, context, SimpleNamespace(type=kind, value=value))
+
+
+@needs_model
+def test_modal_ticks_to_the_end_and_esc_cancels(empty_scene, clip):
+    obj = make_armature()
+    obj.pose.bones["spine"].keyframe_insert("rotation_euler", frame=1)
+    set_settings(empty_scene, video_path=clip)
+    before = scene_snapshot()
+    with override(obj):
+        h = _ModalHarness(CaptureJob(obj, **capture_kwargs(empty_scene.mocap_capture, bpy.context)))
+        assert h.event(bpy.context, 'TIMER') == {'RUNNING_MODAL'}
+        assert h.event(bpy.context, 'MOUSEMOVE') == {'RUNNING_MODAL'}  # swallowed
+        assert h.event(bpy.context, 'ESC', 'PRESS') == {'CANCELLED'}
+    assert scene_snapshot() == before
+    assert any("cancelled" in text for _, text in h.reports)
+    with override(obj):
+        h = _ModalHarness(CaptureJob(obj, **capture_kwargs(empty_scene.mocap_capture, bpy.context)))
+        results = [h.event(bpy.context, 'TIMER') for _ in range(50)]
+    assert {'FINISHED'} in results and obj.animation_data.action.name == "jump"
+    assert any(kind == {'INFO'} and "Captured 36 frames" in text for kind, text in h.reports)

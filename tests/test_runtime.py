@@ -88,3 +88,51 @@ def test_bad_frames(model):
         model.predict(np.zeros((3, 10, 10), np.uint8), rig)
     with pytest.raises(MocapError):
         model.predict(np.zeros((3, 10, 10, 3), np.float32), rig)
+
+
+def test_non_finite_output_raises(model, monkeypatch):
+    rng = np.random.default_rng(2)
+    skel = random_skeleton(6, rng)
+    rig = preprocess.make_rig_inputs(skel, np.tile(np.eye(3), (6, 1, 1)))
+    real_run = model.session.run
+
+    def nan_run(names, feed):
+        out = real_run(names, feed)
+        out[0] = out[0] * np.nan
+        return out
+
+    monkeypatch.setattr(model.session, "run", nan_run)
+    with pytest.raises(MocapError, match="non-finite"):
+        model.predict(np.zeros((2, 32, 32, 3), np.uint8), rig)
+
+
+def test_letterbox_round_trip():
+    # a 90x160 frame letterboxed into 64: pixel centre maps back to itself
+    scale, ox, oy = preprocess.letterbox_params(90, 160, 64)
+    assert abs(scale - 0.4) < 1e-12 and ox == 0 and abs(oy - 14.0) < 1e-12
+    px = np.array([[10.0, 20.0], [159.0, 89.0]])
+    uv = np.stack([(px[:, 0] * scale + ox) / 64, (px[:, 1] * scale + oy) / 64], -1)
+    np.testing.assert_allclose(preprocess.uv_to_pixels(uv, 90, 160, 64), px)
+    x = preprocess.preprocess_frames(np.full((1, 90, 160, 3), 255, np.uint8), 64, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+    assert x.shape == (1, 3, 64, 64) and x[0, 0, 0, 0] == 0.0 and x[0, 0, 32, 32] == 1.0
+
+
+def test_rig_inputs_shapes_and_reference_features():
+    rng = np.random.default_rng(3)
+    skel = random_skeleton(11, rng)
+    ref = rotvec_to_matrix(rng.normal(0, 0.5, (11, 3)))
+    rig = preprocess.make_rig_inputs(skel, ref)
+    assert rig["joint_feats"].shape == (11, preprocess.N_JOINT_FEATURES) and rig["joint_feats"].dtype == np.float32
+    assert rig["hops"].dtype == np.int64 and rig["local_mask"].dtype == np.float32
+    assert np.all(np.diag(rig["local_mask"]) == 0.0)
+    # the root's reference features do not depend on where the rig faces (canonical frame)
+    turned = ref.copy()
+    turned[0] = rotvec_to_matrix(np.array([0.0, 0.0, 1.0])) @ ref[0]
+    a = preprocess.make_rig_inputs(skel, turned)["joint_feats"]
+    start = 0
+    for name, n in preprocess.JOINT_FEATURES:
+        if name in ("ref_head", "ref_tail", "ref_global6d", "rest_head", "rest_global6d"):
+            np.testing.assert_allclose(a[:, start:start + n], rig["joint_feats"][:, start:start + n], atol=1e-5)
+        start += n
+    with pytest.raises(MocapError):
+        preprocess.make_rig_inputs(skel, ref[:5])

@@ -12,6 +12,7 @@ import bpy
 
 from .. import api
 from ..core.errors import MocapError
+from .properties import capture_kwargs
 
 
 class CaptureJob:
@@ -100,7 +101,7 @@ class MOCAP_OT_capture_video(bpy.types.Operator):
 
     def _start(self, context) -> CaptureJob | None:
         try:
-            return CaptureJob(context.active_object, **context.scene.mocap_capture.capture_kwargs(context))
+            return CaptureJob(context.active_object, **capture_kwargs(context.scene.mocap_capture, context))
         except MocapError as exc:
             self.report({'ERROR'}, str(exc))
             return None
@@ -148,13 +149,13 @@ class MOCAP_OT_capture_video(bpy.types.Operator):
             context.workspace.status_text_set(None)
 
     def modal(self, context, event):
-        if event.type == 'ESC':
+        if event.type == 'ESC' and event.value == 'PRESS':
             self._job.cancel()
             self._end(context)
             self.report({'WARNING'}, "Capture cancelled; nothing was changed")
             return {'CANCELLED'}
-        if event.type != 'TIMER' or event.timer is not self._timer:
-            return {'RUNNING_MODAL'}  # the scene must not change under a running capture
+        if event.type != 'TIMER':
+            return {'RUNNING_MODAL'}  # swallow other input: the scene must not change under a running capture
         try:
             budget = time.perf_counter() + 0.1
             while not self._job.step() and time.perf_counter() < budget:

@@ -46,6 +46,8 @@ class VIEW3D_PT_mocap_capture(bpy.types.Panel):
         box.label(text="use that frame as the reference.")
 
         layout.prop(s, "camera")
+        if s.camera is not None and s.camera.type != 'CAMERA':
+            layout.label(text=f"{s.camera.name!r} is not a camera", icon='ERROR')
         layout.prop(s, "smoothing")
         layout.prop(s, "root_motion")
         layout.prop(s, "action_name")

@@ -1,12 +1,7 @@
 """All the capture settings, in one PropertyGroup stored on the scene (`scene.mocap_capture`)."""
-from __future__ import annotations
 
 import bpy
 from bpy.props import BoolProperty, FloatProperty, IntProperty, PointerProperty, StringProperty
-
-
-def _is_camera(_self, obj) -> bool:
-    return obj.type == 'CAMERA'
 
 
 class MocapSettings(bpy.types.PropertyGroup):
@@ -35,8 +30,10 @@ class MocapSettings(bpy.types.PropertyGroup):
         name="Reference Frame", default=1,
         description="Scene frame whose pose is the reference pose. Best: a frame the video lands on, with the rig "
                     "posed like the person or creature in that video frame")
+    # No `poll=` filter: a Python poll callback on a PointerProperty crashes the bpy 4.2 module at interpreter exit.
+    # The panel flags a non-camera choice and the capture refuses it with a clear message.
     camera: PointerProperty(
-        name="Camera", type=bpy.types.Object, poll=_is_camera,
+        name="Camera", type=bpy.types.Object,
         description="Camera the video was shot from (optional; without one the video is taken as a front view)")
     smoothing: FloatProperty(
         name="Smoothing", default=1.0, min=0.0, soft_max=5.0, max=30.0,
@@ -48,16 +45,20 @@ class MocapSettings(bpy.types.PropertyGroup):
         name="Action Name", default="",
         description="Name of the new action (empty: the video's file name); an existing action is never replaced")
 
-    def capture_kwargs(self, context) -> dict:
-        """The settings as keyword arguments of `api.capture_iter` (video path made absolute)."""
-        scene = context.scene
-        return dict(
-            video=bpy.path.abspath(self.video_path),
-            frame_start=scene.frame_start if self.use_scene_start else self.frame_start,
-            reference_frame=scene.frame_current if self.use_current_frame else self.reference_frame,
-            camera=self.camera,
-            action_name=self.action_name or None,
-            smoothing=self.smoothing,
-            root_motion=self.root_motion,
-            frame_range=(self.video_first, self.video_last) if self.use_frame_range else None,
-        )
+
+# A module function, not a method: any Python function on a registered PropertyGroup class makes the bpy 4.2
+# module crash at interpreter exit.
+def capture_kwargs(settings: MocapSettings, context) -> dict:
+    """The settings as keyword arguments of `api.capture_iter` (video path made absolute)."""
+    scene = context.scene
+    s = settings
+    return dict(
+        video=bpy.path.abspath(s.video_path),
+        frame_start=scene.frame_start if s.use_scene_start else s.frame_start,
+        reference_frame=scene.frame_current if s.use_current_frame else s.reference_frame,
+        camera=s.camera,
+        action_name=s.action_name or None,
+        smoothing=s.smoothing,
+        root_motion=s.root_motion,
+        frame_range=(s.video_first, s.video_last) if s.use_frame_range else None,
+    )

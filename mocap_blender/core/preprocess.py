@@ -29,6 +29,17 @@ JOINT_FEATURES = (
     ("ref_root_cam6d", 6),  # reference root orientation in the camera frame (camera given or default)
 )
 N_JOINT_FEATURES = sum(n for _, n in JOINT_FEATURES)
+
+
+def feature_slices() -> dict[str, slice]:
+    """name -> slice of the per-joint feature vector (the model reads the reference and rest rotations here)."""
+    out, start = {}, 0
+    for name, n in JOINT_FEATURES:
+        out[name] = slice(start, start + n)
+        start += n
+    return out
+
+
 LOCAL_HOPS = 2  # local attention heads see ancestors, descendants and joints within this many hops
 MASK_VALUE = -1e4  # additive mask value for forbidden attention pairs (float masks run faster than bool ones)
 
@@ -104,8 +115,8 @@ def make_rig_inputs(skel: Skeleton, ref_rot, *, ref_cam_to_arm=None, max_hops: i
     ref_rot: (J, 3, 3) local rotations (matrix_basis) of the reference pose, in the skeleton's joint order.
     ref_cam_to_arm: (3, 3) rotation taking camera-frame vectors to armature space at the reference frame
     (= inv(armature world rotation) @ camera world rotation); default: the front view.
-    Returns float32/int64 arrays: joint_feats (J, F), ref_rot6d (J, 6), hops (J, J), edge_type (J, J),
-    local_mask (J, J) additive; plus `root_rest` (3, 3) (not a network input: the runtime uses it to turn the
+    Returns float32/int64 arrays: joint_feats (J, F), ref_rot6d (J, 6), parents (J,) (root: 0), hops (J, J),
+    edge_type (J, J), local_mask (J, J) additive; plus `root_rest` (3, 3) (not a network input: the runtime uses it to turn the
     predicted root orientation into the root's matrix_basis). Training calls this same function.
     """
     j = skel.n_joints
@@ -143,6 +154,7 @@ def make_rig_inputs(skel: Skeleton, ref_rot, *, ref_cam_to_arm=None, max_hops: i
     return {
         "joint_feats": feats,
         "ref_rot6d": matrix_to_6d(ref_rot).astype(np.float32),
+        "parents": np.maximum(skel.parents, 0).astype(np.int64),
         "hops": g["hops"].astype(np.int64),
         "edge_type": g["edge_type"].astype(np.int64),
         "local_mask": local_attention_mask(g["hops"], g["ancestor"]),

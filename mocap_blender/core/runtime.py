@@ -18,11 +18,11 @@ from . import preprocess
 from .errors import MocapError
 from .rotations import sixd_to_matrix
 
-FORMAT_VERSION = 1  # the model format this runtime understands (models/model.py FORMAT_VERSION)
+FORMAT_VERSION = 2  # the model format this runtime understands (models/model.py FORMAT_VERSION)
 ROTATION_FORMAT = "6d-columns"
 REQUIRED_META = ("format_version", "input_size", "rotation_format", "mean", "std", "window_length", "max_joints",
                  "n_joint_features")
-NETWORK_RIG_INPUTS = ("joint_feats", "ref_rot6d", "hops", "edge_type", "local_mask")
+NETWORK_RIG_INPUTS = ("joint_feats", "ref_rot6d", "parents", "hops", "edge_type", "local_mask")
 
 
 class MocapModel:

@@ -86,6 +86,14 @@ def channel_values(rot: np.ndarray, mode: str, ref_value=None, orders=None) -> n
         src = np.where(last >= 0, last, first[None])
         axis = np.take_along_axis(unit, src[..., None], axis=0)
         axis[:, ~has_axis.any(axis=0)] = (0.0, 1.0, 0.0)  # Blender's axis for the identity
+        # through angle 0 or 2 pi the axis of (angle, axis) reverses; (angle, axis) == (-angle, -axis) and the
+        # angle is 2 pi periodic, so flip such axes back and unwrap the angle: both then run continuously
+        sign = np.ones(angle.shape)
+        if f > 1:
+            sign[1:] = np.where(np.sum(axis[1:] * axis[:-1], -1) < 0, -1.0, 1.0)
+        sign = np.cumprod(sign, axis=0)
+        axis = axis * sign[..., None]
+        angle = np.unwrap(angle * sign, axis=0)
         return np.concatenate([angle[..., None], axis], axis=-1)
     if orders is None:
         orders = [mode] * rot.shape[1]

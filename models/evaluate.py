@@ -1,0 +1,257 @@
+"""One command, one run, every row: the model against "factorized" (IK) and "hold", both reference protocols.
+
+    python -m models.evaluate --onnx mocap_blender/weights/mocap.onnx --checkpoint runs/main/last.pt \
+        --data data/eval [--max-clips N] [--speed] [--figure models/figures/overlay.png]
+
+Rows (all computed in this run, on the same clips and windows):
+  full video -> rotation: model (the ONNX file through core/runtime.py), factorized (the model's positions turned
+    into rotations by core/ik.py, twist from the reference, root from the model), hold (the reference pose);
+    under two protocols: "other" (reference from another clip of the same rig when the eval set has one -- real
+    rigs -- else from another moment of the clip outside the window) and "matched" (the window's first frame,
+    flagged to the model).
+  pose -> rotation alone (PyTorch checkpoint, stage 2 given the positions): perfect positions and positions with
+    2% of rig height noise, beside IK on the same positions.
+Metrics (core/metrics.py): moving-bone and all-bone local rotation error (deg), root orientation error in the
+camera frame (deg, camera given), MPJPE of the rig posed by the predicted rotations (% of rig height), and for
+methods that predict positions, MPJPE of those positions.
+--speed: onnxruntime frames/s for a 50-joint rig at 2 threads (decode excluded) and ONNX-vs-PyTorch max difference.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from mocap_blender.core import ik, metrics, preprocess
+from mocap_blender.core.runtime import MocapModel
+from mocap_blender.core.skeleton import forward_kinematics, pose_tails
+from .train import Clip, TrainConfig
+
+COLS = ("moving", "all", "root", "mpjpe", "pos_mpjpe")
+
+
+def _rig_key(clip: Clip, src: str) -> str:
+    return src.split("#")[0] + "|" + ",".join(clip.skel.names) if src != "procedural" else clip.name
+
+
+def _arm(cam_to_arm, x_cam, h):
+    return np.einsum("tab,tjb->tja", cam_to_arm, x_cam) * h
+
+
+def _row(pred_rot, true_rot, pred_root_cam, true_root_cam, skel, true_heads_arm, pos_arm=None):
+    e = metrics.rotation_errors(pred_rot, true_rot)
+    fk = forward_kinematics(skel, pred_rot)[..., :3, 3]
+    r = {"moving": e["moving"], "all": e["all"],
+         "root": metrics.root_orientation_error(pred_root_cam, true_root_cam),
+         "mpjpe": metrics.mpjpe_percent(fk, true_heads_arm, skel.height)}
+    if pos_arm is not None:
+        r["pos_mpjpe"] = metrics.mpjpe_percent(pos_arm, true_heads_arm, skel.height)
+    return r
+
+
+def load_eval(data_dirs, max_clips=None):
+    clips, sources = [], []
+    for d in data_dirs:
+        for p in sorted(Path(d).glob("clip_*.npz")):
+            try:
+                c = Clip(p)
+            except Exception as e:
+                print(f"skip {p.name}: {e}")
+                continue
+            clips.append(c)
+            sources.append(str(np.load(p)["source"]))
+            if max_clips and len(clips) >= max_clips:
+                return clips, sources
+    return clips, sources
+
+
+def reference_for(i, clips, sources, window, protocol):
+    """-> (ref_rot, ref_frame in window or None, ref_cam_to_arm, label)."""
+    c = clips[i]
+    if protocol == "matched":
+        return c.basis[0], 0, c.cam_to_arm[0], "matched"
+    key = _rig_key(c, sources[i])
+    others = [k for k in range(len(clips)) if k != i and sources[k] != "procedural"
+              and _rig_key(clips[k], sources[k]) == key and sources[k].split("#")[:2] != sources[i].split("#")[:2]]
+    if others:
+        o = clips[others[0]]
+        return o.basis[o.n_frames // 2], None, c.cam_to_arm[0], "other clip"
+    k = window + (c.n_frames - window) // 2 if c.n_frames > window else c.n_frames // 2
+    return c.basis[k], None, c.cam_to_arm[0], "other moment"
+
+
+def evaluate(onnx_path, data_dirs, checkpoint=None, max_clips=None, window=None, noise=0.02, seed=0):
+    model = MocapModel(onnx_path, threads=2)
+    window = window or model.window_length
+    clips, sources = load_eval(data_dirs, max_clips)
+    net = None
+    if checkpoint:
+        import torch
+        from .export import load_checkpoint
+        torch.set_num_threads(2)
+        net = load_checkpoint(checkpoint)
+    rng = np.random.default_rng(seed)
+    acc = defaultdict(lambda: defaultdict(list))  # (group, protocol-label, method) -> col -> [(mean, n)]
+    labels = {}
+    for i, c in enumerate(clips):
+        w = min(window, c.n_frames)
+        group = "real" if sources[i] != "procedural" else "procedural"
+        frames = np.load(c.path)["frames"][:w]
+        skel, h = c.skel, c.skel.height
+        cam = c.cam_to_arm[:w]
+        true_rot = c.basis[:w]
+        true_root = c.root_rot[:w]
+        true_heads = _arm(cam, c.head_cam[:w], h)
+        true_tails = _arm(cam, c.tail_cam[:w], h)
+        for protocol in ("other", "matched"):
+            ref, ref_k, ref_cam, label = reference_for(i, clips, sources, w, protocol)
+            labels[protocol] = labels.get(protocol, set()) | {label}
+            rig = preprocess.make_rig_inputs(skel, ref, ref_cam_to_arm=ref_cam)
+            out = model.predict(frames, rig, ref_frame=ref_k, cam_to_arm=cam)
+            pos = _arm(cam, out["positions"], h)
+            tails = _arm(cam, out["tails"], h)
+            rows = {"model": _row(out["rotation"], true_rot, out["root_orientation"], true_root, skel, true_heads,
+                                  pos)}
+            fac = ik.ik_factorized(skel, pos, tails, ref, root_rot=out["rotation"][:, 0])
+            rows["factorized (IK on model positions)"] = _row(fac, true_rot, out["root_orientation"], true_root,
+                                                              skel, true_heads, pos)
+            hold = metrics.hold_baseline(ref, w)
+            hold_root_cam = np.swapaxes(cam, -1, -2) @ (skel.rest[0, :3, :3] @ ref[0])
+            rows["hold"] = _row(hold, true_rot, hold_root_cam, true_root, skel, true_heads)
+            # pose -> rotation alone, given positions (perfect / noisy), vs IK on the same positions
+            if net is not None:
+                for nz in (0.0, noise):
+                    hc = c.head_can[:w] + (rng.normal(0, nz, c.head_can[:w].shape) if nz else 0)
+                    tc_ = c.tail_can[:w] + (rng.normal(0, nz, c.tail_can[:w].shape) if nz else 0)
+                    hcam = c.head_cam[:w] + np.einsum("tba,tjb->tja", true_root, hc - c.head_can[:w])
+                    tag = "perfect" if nz == 0 else f"{int(round(nz * 100))}% noise"
+                    rot2 = stage2_rotations(net, model, frames, rig, ref_k, hc, tc_, hcam)
+                    rot2[:, 0] = true_rot[:, 0]  # root not measured here
+                    rows[f"pose->rot model, {tag} positions"] = _row(rot2, true_rot, true_root, true_root, skel,
+                                                                      true_heads)
+                    # the same positions in armature space for IK (root rotation given: the truth)
+                    g = forward_kinematics(skel, true_rot)[:, 0, :3, :3]
+                    ph = np.einsum("tab,tjb->tja", g, hc) * h
+                    pt = np.einsum("tab,tjb->tja", g, tc_) * h
+                    rows[f"pose->rot IK, {tag} positions"] = _row(
+                        ik.ik_factorized(skel, ph, pt, ref, root_rot=true_rot[:, 0]), true_rot, true_root,
+                        true_root, skel, true_heads)
+            for method, r in rows.items():
+                for col, v in r.items():
+                    acc[(group, protocol, method)][col].append(v)
+        print(f"  [{i + 1}/{len(clips)}] {c.name} {group} J={c.n_joints}", flush=True)
+    return acc, labels, len(clips)
+
+
+def stage2_rotations(net, model, frames, rig, ref_k, head_can, tail_can, head_cam):
+    """The checkpoint's rotations with the given (canonical, camera) positions fed to stage 2."""
+    import torch
+    x = preprocess.preprocess_frames(frames, model.input_size, model.mean, model.std)
+    t = len(frames)
+    f = lambda a: torch.from_numpy(np.asarray(a, dtype=np.float32))[None]
+    with torch.no_grad():
+        b, tt = 1, t
+        f16, f32 = net.encode(f(x))
+        img = net.image_tokens(f16, f32, b, tt)
+        out = net(img, f(rig["joint_feats"]), f(rig["ref_rot6d"]), torch.from_numpy(rig["parents"])[None],
+                  torch.from_numpy(rig["hops"])[None],
+                  torch.from_numpy(rig["edge_type"])[None], f(rig["local_mask"]),
+                  f(preprocess.make_ref_flag(t, ref_k)),
+                  pose_override={"head_can": f(head_can), "tail_can": f(tail_can), "head_cam": f(head_cam)})
+    return out["rot"][0].double().numpy()
+
+
+def print_table(acc, labels, n_clips):
+    print(f"\nEvaluation on {n_clips} clips; references: " +
+          "; ".join(f"{p} = {', '.join(sorted(l))}" for p, l in labels.items()))
+    head = f"{'group':<11}{'protocol':<9}{'method':<42}" + "".join(f"{c:>11}" for c in
+                                                                   ("moving°", "all°", "root°", "MPJPE%",
+                                                                    "posMPJPE%"))
+    print(head)
+    print("-" * len(head))
+    for (group, protocol, method), cols in acc.items():
+        vals = "".join(f"{metrics.pool(cols[c]):>11.2f}" if c in cols else f"{'-':>11}" for c in COLS)
+        print(f"{group:<11}{protocol:<9}{method:<42}{vals}")
+
+
+def speed(onnx_path, checkpoint=None, j=50, t=32, repeats=5):
+    import onnxruntime as ort
+    from .export import INPUT_NAMES, dummy_inputs, max_difference, load_checkpoint
+    from .model import ModelConfig
+    m = MocapModel(onnx_path, threads=2)
+    cfg = ModelConfig(img_size=m.input_size)
+    inp = dict(zip(INPUT_NAMES, dummy_inputs(cfg, t=t, j=j)))
+    sess = m.session
+    sess.run(None, inp)
+    ts = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        sess.run(None, inp)
+        ts.append(time.perf_counter() - t0)
+    print(f"\nspeed: {t} frames x {j} joints, onnxruntime {ort.__version__}, 2 threads: median "
+          f"{np.median(ts) * 1000:.0f} ms -> {t / np.median(ts):.1f} frames/s (best {t / min(ts):.1f})")
+    if checkpoint:
+        import torch
+        torch.set_num_threads(2)
+        net = load_checkpoint(checkpoint)
+        for tt, jj in ((11, 17), (32, 50)):
+            print(f"ONNX vs PyTorch max abs difference (T={tt}, J={jj}): {max_difference(net, onnx_path, tt, jj):.2e}")
+
+
+def figure(onnx_path, clip_path, out_path, n=4, scale=3):
+    """Frames of a clip with the true (green) and predicted (magenta) skeletons drawn over them.
+
+    Predicted 2D = the model's image positions of the bone heads (stage 1), matched-frame reference protocol."""
+    import cv2
+    model = MocapModel(onnx_path, threads=2)
+    c = Clip(Path(clip_path))
+    w = min(model.window_length, c.n_frames)
+    frames = np.load(c.path)["frames"][:w]
+    rig = preprocess.make_rig_inputs(c.skel, c.basis[0], ref_cam_to_arm=c.cam_to_arm[0])
+    out = model.predict(frames, rig, ref_frame=0, cam_to_arm=c.cam_to_arm[:w])
+    s = frames.shape[1]
+    tiles = []
+    for k in np.linspace(0, w - 1, n).astype(int):
+        img = cv2.resize(frames[k], (s * scale, s * scale), interpolation=cv2.INTER_NEAREST)
+        for pts, col in ((c.uv[k] * s, (0, 220, 0)), (out["joints2d"][k], (255, 0, 255))):
+            p = np.round(pts * scale).astype(int)
+            for j, par in enumerate(c.skel.parents):
+                if par >= 0:
+                    cv2.line(img, tuple(p[par]), tuple(p[j]), col, 1, cv2.LINE_AA)
+            for q in p:
+                cv2.circle(img, tuple(q), 2, col, -1)
+        cv2.putText(img, f"frame {k}", (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1)
+        tiles.append(img)
+    grid = np.concatenate(tiles, axis=1)
+    Path(out_path).parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(out_path), cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
+    print(f"wrote {out_path} (green: truth, magenta: model) from {Path(clip_path).name}")
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--onnx", default="mocap_blender/weights/mocap.onnx")
+    ap.add_argument("--checkpoint", default=None)
+    ap.add_argument("--data", nargs="+", default=["data/eval"])
+    ap.add_argument("--max-clips", type=int, default=None)
+    ap.add_argument("--window", type=int, default=None)
+    ap.add_argument("--speed", action="store_true")
+    ap.add_argument("--no-eval", action="store_true")
+    ap.add_argument("--figure", default=None, help="write an overlay picture (PNG) here")
+    ap.add_argument("--figure-clip", default=None, help="clip for the picture (default: first eval clip)")
+    a = ap.parse_args(argv)
+    if a.figure:
+        clip = a.figure_clip or str(sorted(Path(a.data[0]).glob("clip_*.npz"))[0])
+        figure(a.onnx, clip, a.figure)
+    if not a.no_eval:
+        acc, labels, n = evaluate(a.onnx, a.data, a.checkpoint, a.max_clips, a.window)
+        print_table(acc, labels, n)
+    if a.speed:
+        speed(a.onnx, a.checkpoint)
+
+
+if __name__ == "__main__":
+    main()
