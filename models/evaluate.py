@@ -75,7 +75,8 @@ def reference_for(i, clips, sources, window, protocol):
         return c.basis[0], 0, c.cam_to_arm[0], "matched"
     key = _rig_key(c, sources[i])
     others = [k for k in range(len(clips)) if k != i and sources[k] != "procedural"
-              and _rig_key(clips[k], sources[k]) == key and sources[k].split("#")[:2] != sources[i].split("#")[:2]]
+              and _rig_key(clips[k], sources[k]) == key and sources[k].split("#")[:2] != sources[i].split("#")[:2]
+              and np.allclose(clips[k].skel.rest, c.skel.rest, atol=1e-4)]
     if others:
         o = clips[others[0]]
         return o.basis[o.n_frames // 2], None, c.cam_to_arm[0], "other clip"

@@ -55,6 +55,7 @@ class ModelConfig:
     n_joint_features: int = N_JOINT_FEATURES
     stage2_images: bool = True  # rotation tokens cross-attend to the image (False = image-free ablation)
     clip_twist: bool = True  # per-clip twist offset pooled over the window
+    swing_length: float = 0.03  # bone length (fraction of rig height) at which the swing prior is one half
     freeze_encoder: bool = True
     dropout: float = 0.0
     extra: dict = field(default_factory=dict)
@@ -212,7 +213,7 @@ class MocapNet(nn.Module):
         self.rot_head = nn.Linear(d, 6 + 1)  # residual 6D (in the bone's frame), swing amount logit
         nn.init.zeros_(self.rot_head.weight), nn.init.zeros_(self.rot_head.bias)
         with torch.no_grad():
-            self.rot_head.bias[6] = -3.0  # start near the reference (sigmoid(-3) = 0.05): noisy short bones swing wildly
+            self.rot_head.bias[6] = 0.0  # follow the pose halfway at first (times the length prior)
         self.fs = feature_slices()
         self.twist_pool = nn.Linear(d, 1)
         self.twist_head = mlp(d, 2, d)
@@ -305,7 +306,12 @@ class MocapNet(nn.Module):
         fs = self.fs
         ref_dir = (joint_feats[..., fs["ref_tail"]] - joint_feats[..., fs["ref_head"]])[:, None]  # (B, 1, J, 3)
         ref_glob = sixd_to_matrix(joint_feats[..., fs["ref_global6d"]])[:, None]  # (B, 1, J, 3, 3) root frame
-        swing = swing_between(ref_dir, tail_can - head_can, torch.sigmoid(r[..., 6:7]))  # (B, T, J, 3, 3)
+        obs_dir = tail_can - head_can  # (B, T, J, 3)
+        # how far to follow the pose: learned, times a length prior (bones shorter than ~3% of the rig height
+        # turn wildly under small position errors, so they keep the reference unless the network is sure)
+        length2 = torch.minimum((obs_dir * obs_dir).sum(-1, keepdim=True), (ref_dir * ref_dir).sum(-1, keepdim=True))
+        amount = torch.sigmoid(r[..., 6:7]) * length2 / (length2 + self.cfg.swing_length ** 2)
+        swing = swing_between(ref_dir, obs_dir, amount)  # (B, T, J, 3, 3)
         delta = sixd_to_matrix(r[..., :6] + torch.tensor([1.0, 0, 0, 0, 1.0, 0]))  # (B, T, J, 3, 3)
         glob = mm3(mm3(swing, ref_glob), delta)  # each bone's rotation in the (posed) root frame
         if self.cfg.clip_twist:

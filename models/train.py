@@ -270,7 +270,7 @@ def stage2_losses(out, b) -> dict:
     l_fk = _masked_mean((heads - b["head_can"]).norm(dim=-1) + (tails - b["tail_can"]).norm(dim=-1), mv)
     dr = (out["rot"][:, 1:] - out["rot"][:, :-1]) - (b["rot"][:, 1:] - b["rot"][:, :-1])
     l_rvel = _masked_mean(dr.flatten(-2).norm(dim=-1), m[:, 1:])
-    return {"rot": l_rot, "fk": 5 * l_fk, "rvel": l_rvel}
+    return {"rot": l_rot, "fk": 2 * l_fk, "rvel": l_rvel}
 
 
 def rig_args(b):
