@@ -203,8 +203,10 @@ class MocapNet(nn.Module):
         self.n1 = nn.LayerNorm(d)
         self.pose_head = nn.Linear(d, 6 + 4 + 1)  # head xyz, tail xyz (camera), head uv, tail uv, confidence
         with torch.no_grad():
-            self.pose_head.weight.mul_(0.1)
-        self.root_head = mlp(2 * d, 6 + 1, d)  # root orientation 6D (camera frame), log root depth ratio
+            self.pose_head.weight[:6].zero_(), self.pose_head.bias[:6].zero_()  # start at the reference pose
+            self.pose_head.weight[6:].mul_(0.1)
+        self.root_head = mlp(2 * d, 6 + 1, d)  # root orientation residual 6D, log root depth ratio
+        self.zero_root_residual()
         # --- stage 2: pose -> rotation ---
         self.pose_in = mlp(12, d, 2 * d)  # canonical head, tail, bone vector, camera head
         self.tok12 = nn.Linear(d, d)
@@ -218,6 +220,11 @@ class MocapNet(nn.Module):
         self.twist_pool = nn.Linear(d, 1)
         self.twist_head = mlp(d, 2, d)
         nn.init.zeros_(self.twist_head[2].weight), nn.init.zeros_(self.twist_head[2].bias)
+
+    def zero_root_residual(self) -> None:
+        """Root orientation starts at the reference's (in the camera frame): the untrained model holds it."""
+        with torch.no_grad():
+            self.root_head[2].weight[:6].zero_(), self.root_head[2].bias[:6].zero_()
 
     def bone_distance(self, uv):
         """uv (B, T, J, 2[head, tail], 2) -> (B, T, J, N): squared distance from each image token centre to the
@@ -268,13 +275,18 @@ class MocapNet(nn.Module):
                         blk.time.time_bias(t), img)
             h1 = self.n1(x)  # (B, T, J, D)
             p = self.pose_head(h1)  # (B, T, J, 11)
-            head_cam = p[..., 0:3] - p[..., :1, 0:3]  # root-relative (B, T, J, 3)
-            tail_cam = p[..., 3:6] - p[..., :1, 0:3]
             uv = torch.sigmoid(p[..., 6:10]).view(b, t, j, 2, 2)  # (B, T, J, 2[head, tail], 2)
             valid = (joint_pad > -1.0).to(h1.dtype)[:, None, :, None]  # (B, 1, J, 1)
             pooled = (h1 * valid).sum(2) / valid.sum(2)  # (B, T, D)
             r = self.root_head(torch.cat([h1[:, :, 0], pooled], -1))  # (B, T, 7)
-            root_rot = sixd_to_matrix(r[..., :6] + torch.tensor([1.0, 0, 0, 0, 1.0, 0]))  # (B, T, 3, 3) camera
+            # root orientation (camera frame) = the reference's @ a residual; positions = the reference pose
+            # carried by it + a residual, so that the untrained network holds the reference pose
+            ref_root = sixd_to_matrix(joint_feats[:, 0, self.fs["ref_root_cam6d"]])[:, None]  # (B, 1, 3, 3)
+            root_rot = mm3(ref_root, sixd_to_matrix(r[..., :6] + torch.tensor([1.0, 0, 0, 0, 1.0, 0])))  # (B,T,3,3)
+            ref_head = mv3(root_rot[:, :, None], joint_feats[:, None, :, self.fs["ref_head"]])  # (B, T, J, 3)
+            ref_tail = mv3(root_rot[:, :, None], joint_feats[:, None, :, self.fs["ref_tail"]])
+            head_cam = ref_head + p[..., 0:3] - p[..., :1, 0:3]  # root-relative (B, T, J, 3)
+            tail_cam = ref_tail + p[..., 3:6] - p[..., :1, 0:3]
             out.update(head_cam=head_cam, tail_cam=tail_cam, uv=uv[..., 0, :], tail_uv=uv[..., 1, :],
                        confidence=torch.sigmoid(p[..., 10]), root_rot=root_rot, log_root_depth=r[..., 6])
             # canonical (root frame) pose: O^T p
