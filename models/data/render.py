@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
+from collections import defaultdict
+from contextlib import contextmanager
 
 os.environ.setdefault("BLENDER_USER_RESOURCES", tempfile.mkdtemp(prefix="mocap_data_user_"))
 
@@ -26,6 +29,24 @@ from .rigs import (SH_ANGLE, SH_ASPECT, SH_FEATURE, SH_KIND, SH_RADIUS, SH_TAPER
 SENSOR_MM = 36.0
 DATA_VERSION = "2"  # bump when what a seed produces changes
 _STATE: dict = {}
+# Seconds spent per stage of the per-frame loop in this process (summed over clips): see `stage` and bench.py.
+STAGE_SECONDS: defaultdict[str, float] = defaultdict(float)
+FRAMES_DONE = [0]
+
+
+@contextmanager
+def stage(name: str):
+    t0 = time.perf_counter()
+    try:
+        yield
+    finally:
+        STAGE_SECONDS[name] += time.perf_counter() - t0
+
+
+def _frame_dir() -> str:
+    """Where the temporary frame file goes: shared memory when there is some (no disk write per frame)."""
+    shm = "/dev/shm"
+    return shm if os.path.isdir(shm) and os.access(shm, os.W_OK) else tempfile.gettempdir()
 
 
 # --- scene ---------------------------------------------------------------------------------------
@@ -54,9 +75,8 @@ def setup_render(sc, size: int, engine: str, rng: np.random.Generator, bg: np.nd
     r.dither_intensity = 0.0
     r.film_transparent = False
     r.use_border = False
-    r.image_settings.file_format = "PNG"
+    r.image_settings.file_format = "BMP"  # temporary frame file: uncompressed, read back with cv2 (same pixels as PNG)
     r.image_settings.color_mode = "RGB"
-    r.image_settings.compression = 0
     r.threads_mode = "FIXED"
     r.threads = max(int(threads), 1)
     sc.view_settings.view_transform = "Standard"
@@ -478,48 +498,53 @@ def animate_and_render(sc, arm_ob, meshes, names, bl_names, basis_rot, root_loc,
     heads = np.zeros((T, J, 3), np.float32)
     ptails = np.zeros((T, J, 3), np.float32)
     visible = np.zeros((T, J), bool)
-    tmpdir = tmpdir or tempfile.gettempdir()
-    png = os.path.join(tmpdir, f"mb_frame_{os.getpid()}.png")
-    sc.render.filepath = png
+    frame_file = os.path.join(tmpdir or _frame_dir(), f"mb_frame_{os.getpid()}.bmp")
+    sc.render.filepath = frame_file
     w2a = np.linalg.inv(world)
     mb = np.zeros(B * 16, np.float32)
     hh = np.zeros(B * 3, np.float32)
     for t in range(T):
-        pbs.foreach_set("rotation_quaternion", q_all[t].ravel())
-        pbs.foreach_set("location", l_all[t].ravel())
-        pbs.foreach_set("scale", s_all[t].ravel())
-        arm_ob.update_tag()
-        cam_ob.matrix_world = Matrix(cam_world[t])
-        bpy.context.view_layer.update()
-        pbs.foreach_get("matrix_basis", mb)
-        basis[t] = mb.reshape(B, 4, 4).transpose(0, 2, 1)[bl_idx]
-        pbs.foreach_get("head", hh)
-        heads[t] = hh.reshape(B, 3)[bl_idx]
-        pbs.foreach_get("tail", hh)
-        ptails[t] = hh.reshape(B, 3)[bl_idx]
-        bpy.ops.render.render(write_still=True)
-        img = cv2.imread(png, cv2.IMREAD_COLOR)
-        frames[t] = img[..., ::-1]
+        with stage("pose + view-layer update"):
+            pbs.foreach_set("rotation_quaternion", q_all[t].ravel())
+            pbs.foreach_set("location", l_all[t].ravel())
+            pbs.foreach_set("scale", s_all[t].ravel())
+            arm_ob.update_tag()
+            cam_ob.matrix_world = Matrix(cam_world[t])
+            bpy.context.view_layer.update()
+        with stage("truth read-back"):
+            pbs.foreach_get("matrix_basis", mb)
+            basis[t] = mb.reshape(B, 4, 4).transpose(0, 2, 1)[bl_idx]
+            pbs.foreach_get("head", hh)
+            heads[t] = hh.reshape(B, 3)[bl_idx]
+            pbs.foreach_get("tail", hh)
+            ptails[t] = hh.reshape(B, 3)[bl_idx]
+        with stage("render + write frame"):
+            bpy.ops.render.render(write_still=True)
+        with stage("read frame"):
+            frames[t] = cv2.imread(frame_file, cv2.IMREAD_COLOR)[..., ::-1]
         # occlusion: cast a ray from the camera to each joint against the posed body
-        depsgraph = bpy.context.evaluated_depsgraph_get()
-        if world_space_occlusion:
-            tree = _world_bvh(meshes, depsgraph)
-            cam_p = cam_world[t][:3, 3]
-            targets = heads[t].astype(np.float64) @ world[:3, :3].T + world[:3, 3]
-        else:  # the body object sits at the armature's transform: work in armature space
-            tree = BVHTree.FromObject(meshes[0], depsgraph)
-            cam_p = (w2a @ cam_world[t])[:3, 3]
-            targets = heads[t].astype(np.float64)
-        for j in range(J):
-            dv = targets[j] - cam_p
-            dist = float(np.linalg.norm(dv))
-            hit = tree.ray_cast(Vector(cam_p), Vector(dv / dist), dist)
-            if tol is None:
-                near = tree.find_nearest(Vector(targets[j]))
-                tj = 3.0 * (near[3] if near[0] is not None else 0.0) + adaptive_floor
-            else:
-                tj = tol[j]
-            visible[t, j] = hit[0] is None or hit[3] > dist - tj
+        with stage("occlusion BVH"):
+            depsgraph = bpy.context.evaluated_depsgraph_get()
+            if world_space_occlusion:
+                tree = _world_bvh(meshes, depsgraph)
+                cam_p = cam_world[t][:3, 3]
+                targets = heads[t].astype(np.float64) @ world[:3, :3].T + world[:3, 3]
+            else:  # the body object sits at the armature's transform: work in armature space
+                tree = BVHTree.FromObject(meshes[0], depsgraph)
+                cam_p = (w2a @ cam_world[t])[:3, 3]
+                targets = heads[t].astype(np.float64)
+        with stage("occlusion rays"):
+            for j in range(J):
+                dv = targets[j] - cam_p
+                dist = float(np.linalg.norm(dv))
+                hit = tree.ray_cast(Vector(cam_p), Vector(dv / dist), dist)
+                if tol is None:
+                    near = tree.find_nearest(Vector(targets[j]))
+                    tj = 3.0 * (near[3] if near[0] is not None else 0.0) + adaptive_floor
+                else:
+                    tj = tol[j]
+                visible[t, j] = hit[0] is None or hit[3] > dist - tj
+        FRAMES_DONE[0] += 1
     heads_w = heads.astype(np.float64) @ world[:3, :3].T + world[:3, 3]
     uv, z = project(heads_w, cam_world, K)
     inframe = (uv[..., 0] >= 0) & (uv[..., 0] < size) & (uv[..., 1] >= 0) & (uv[..., 1] < size) & (z > 0)
