@@ -123,6 +123,8 @@ def main(argv=None) -> int:
     bpy.ops.wm.save_as_mainfile(filepath=str(blend.resolve()))
 
     print("[4/4] rendering the side-by-side preview ...")
+    scene.render.image_settings.file_format = 'PNG'
+    scene.render.use_file_extension = False
     scene.render.filepath = str((args.out / "_frame.png").resolve())
     import cv2
     side = []
