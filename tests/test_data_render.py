@@ -8,7 +8,7 @@ from mocap_blender.core.skeleton import Skeleton, forward_kinematics  # noqa: E4
 from models.data.generate import clip_path, main as generate_main, make_clip  # noqa: E402
 from models.data.rigs import FAMILIES, make_rig  # noqa: E402
 
-SIZE, FRAMES = 64, 4
+SIZE, FRAMES = 128, 4  # at 128 px thin parts (feathers, tentacle tips) are wider than a pixel
 
 
 def _background(frames):
@@ -46,7 +46,7 @@ def test_projected_joints_land_on_the_rendered_body(clips):
             px = d["frames"][t, int(v[t, j]), int(u[t, j])].astype(int)
             fam_hits += int(np.abs(px - bg).max() > 3)
         assert len(t_idx) > 0, fam
-        assert fam_hits / len(t_idx) >= 0.85, (fam, fam_hits / len(t_idx))
+        assert fam_hits / len(t_idx) >= 0.95, (fam, fam_hits / len(t_idx))  # every clip, not only on average
         hits += fam_hits
         total += len(t_idx)
     assert hits / total >= 0.95, hits / total
