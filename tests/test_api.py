@@ -6,11 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from test_blender_helpers import (MODEL_PATH, RIG_BONES, action_snapshot, bpy, fresh_scene,  # noqa: F401
-                                  fcurve_values, make_armature, needs_model, scene_snapshot, write_clip)
+from test_blender_helpers import (MODEL_PATH, RIG_BONES, action_snapshot, bpy, channel_rotations,  # noqa: F401
+                                  fcurve_values, fresh_scene, make_armature, needs_model, scene_snapshot,
+                                  write_clip)
 
 from mocap_blender import api  # noqa: E402
-from mocap_blender.blender.rig import bone_path, rotation_channel  # noqa: E402
+from mocap_blender.blender.rig import bone_path  # noqa: E402
 from mocap_blender.core import rotations as R  # noqa: E402
 from mocap_blender.core.errors import MocapError  # noqa: E402
 
@@ -35,19 +36,6 @@ def run(gen):
             steps.append(next(gen))
     except StopIteration as stop:
         return stop.value, steps
-
-
-def channel_rotations(action, obj, name, mode):
-    prop, count = rotation_channel(mode)
-    co = np.stack([fcurve_values(action, obj, bone_path(name, prop), i) for i in range(count)], 1)
-    v = co[:, :, 1].astype(np.float64)
-    if mode == "QUATERNION":
-        m = R.quat_to_matrix(v)
-    elif mode == "AXIS_ANGLE":
-        m = R.axis_angle_to_matrix(v)
-    else:
-        m = R.euler_to_matrix(v, mode)
-    return co[:, 0, 0], m
 
 
 def test_capture_keys_reproduce_the_prediction(empty_scene, clip):

@@ -9,12 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from test_blender_helpers import (bpy, fresh_scene, fcurve_values, make_armature, needs_model,  # noqa: F401
+from test_blender_helpers import (bpy, channel_rotations, fresh_scene, make_armature, needs_model,  # noqa: F401
                                   write_clip)
 
 from mocap_blender import api  # noqa: E402
 from mocap_blender.blender import rig  # noqa: E402
-from mocap_blender.blender.rig import bone_path, rotation_channel  # noqa: E402
 from mocap_blender.core import rotations as R  # noqa: E402
 from mocap_blender.core.pipeline import capture_steps  # noqa: E402
 
@@ -67,12 +66,8 @@ def test_batch_writes_blend_and_bvh_with_the_prediction(rig_blend, tmp_path):
     assert action.name == "run" and bpy.data.actions[obj.name + "Action"].use_fake_user
     for j, name in enumerate(info.names):
         mode = obj.pose.bones[name].rotation_mode
-        prop, count = rotation_channel(mode)
-        co = np.stack([fcurve_values(action, obj, bone_path(name, prop), i) for i in range(count)], 1)
-        np.testing.assert_array_equal(co[:, 0, 0], 11 + np.arange(30))
-        v = co[:, :, 1].astype(np.float64)
-        m = (R.quat_to_matrix(v) if mode == "QUATERNION" else R.axis_angle_to_matrix(v) if mode == "AXIS_ANGLE"
-             else R.euler_to_matrix(v, mode))
+        frames, m = channel_rotations(action, obj, name, mode)
+        np.testing.assert_array_equal(frames, 11 + np.arange(30))
         assert np.degrees(R.geodesic_angle(m, expected.rotations[:, j])).max() < 0.05
     text = bvh.read_text()
     assert "HIERARCHY" in text and "Frames: 30" in text

@@ -14,6 +14,8 @@ cv2 = pytest.importorskip("cv2")
 import mocap_blender  # noqa: E402
 from mocap_blender import api  # noqa: E402
 from mocap_blender.blender import anim  # noqa: E402
+from mocap_blender.blender.rig import bone_path, rotation_channel  # noqa: E402
+from mocap_blender.core import rotations as R  # noqa: E402
 
 MODEL_PATH = Path(mocap_blender.__file__).resolve().parent / "weights" / "mocap.onnx"
 needs_model = pytest.mark.skipif(not MODEL_PATH.is_file(), reason="mocap_blender/weights/mocap.onnx not exported yet")
@@ -73,7 +75,6 @@ def make_armature(name="Rig", bones=RIG_BONES, *, scene=None, active=True, pose=
         for bname, *_ in bones:  # a non-rest reference pose in every rotation mode
             pb = obj.pose.bones[bname]
             rv = rng.normal(0, 0.25, 3)
-            from mocap_blender.core import rotations as R
             m = R.rotvec_to_matrix(rv)
             if pb.rotation_mode == "QUATERNION":
                 pb.rotation_quaternion = R.matrix_to_quat(m)
@@ -159,6 +160,13 @@ def fcurve_values(action, obj, data_path, index) -> np.ndarray:
             fc.keyframe_points.foreach_get("co", co)
             return co.reshape(-1, 2)
     raise KeyError((data_path, index))
+
+
+def channel_rotations(action, obj, name, mode):
+    """Keyed frames (n,) and rotations (n, 3, 3) of one bone's rotation channels in its rotation `mode`."""
+    prop, count = rotation_channel(mode)
+    co = np.stack([fcurve_values(action, obj, bone_path(name, prop), i) for i in range(count)], 1)
+    return co[:, 0, 0], R.channels_to_matrix(co[:, :, 1].astype(np.float64), mode)
 
 
 def anim_fcurves(action, obj):

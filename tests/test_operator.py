@@ -5,14 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from test_blender_helpers import (bpy, fresh_scene, fcurve_values, make_armature,  # noqa: F401
+from test_blender_helpers import (bpy, channel_rotations, fresh_scene, fcurve_values, make_armature,  # noqa: F401
                                   needs_model, override, scene_snapshot, set_settings, write_clip)
 
 from mocap_blender import api  # noqa: E402
 from mocap_blender.blender import rig  # noqa: E402
 from mocap_blender.blender.operator import CaptureJob, MOCAP_OT_capture_video  # noqa: E402
 from mocap_blender.blender.properties import capture_kwargs  # noqa: E402
-from mocap_blender.blender.rig import bone_path, rotation_channel  # noqa: E402
+from mocap_blender.blender.rig import bone_path  # noqa: E402
 from mocap_blender.core import rotations as R  # noqa: E402
 from mocap_blender.core.pipeline import capture_steps  # noqa: E402
 
@@ -83,12 +83,8 @@ def test_operator_bakes_the_prediction(empty_scene, clip, how):
     assert action.name == "Hop"
     for j, name in enumerate(info.names):
         mode = obj.pose.bones[name].rotation_mode
-        prop, count = rotation_channel(mode)
-        co = np.stack([fcurve_values(action, obj, bone_path(name, prop), i) for i in range(count)], 1)
-        np.testing.assert_array_equal(co[:, 0, 0], 3 + np.arange(36))
-        v = co[:, :, 1].astype(np.float64)
-        m = (R.quat_to_matrix(v) if mode == "QUATERNION" else R.axis_angle_to_matrix(v) if mode == "AXIS_ANGLE"
-             else R.euler_to_matrix(v, mode))
+        frames, m = channel_rotations(action, obj, name, mode)
+        np.testing.assert_array_equal(frames, 3 + np.arange(36))
         assert np.degrees(R.geodesic_angle(m, expected.rotations[:, j])).max() < 0.05
     loc = fcurve_values(action, obj, bone_path(info.names[0], "location"), 2)
     np.testing.assert_allclose(loc[:, 1], expected.root_location[:, 2], atol=1e-5)

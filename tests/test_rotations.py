@@ -336,3 +336,12 @@ def test_batched_shapes_and_dtypes():
     assert R.geodesic_angle(m, m).shape == (2, 3, 5)
     assert R.euler_to_matrix(np.zeros(3, dtype=np.int64)).dtype == np.float64
     assert R.quat_to_matrix(q.astype(np.float32)).dtype == np.float32
+
+
+def test_channels_to_matrix_follows_each_blender_rotation_mode():
+    rng = np.random.default_rng(4)
+    m = R.rotvec_to_matrix(rng.normal(0, 1, (20, 3)))
+    np.testing.assert_allclose(R.channels_to_matrix(R.matrix_to_quat(m), "QUATERNION"), m, atol=1e-12)
+    np.testing.assert_allclose(R.channels_to_matrix(R.matrix_to_axis_angle(m), "AXIS_ANGLE"), m, atol=1e-12)
+    for order in R.EULER_ORDERS:
+        np.testing.assert_allclose(R.channels_to_matrix(R.matrix_to_euler(m, order), order), m, atol=1e-12)

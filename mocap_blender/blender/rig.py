@@ -132,14 +132,7 @@ def _channel_values(obj, pb, frame, curves_by_path) -> tuple[np.ndarray, np.ndar
             fc = curves_by_path.get((bone_path(pb.name, "location"), i))
             if fc is not None:
                 loc[i] = fc.evaluate(frame)
-    mode = pb.rotation_mode
-    if mode == "QUATERNION":
-        rot = R.quat_to_matrix(rot_vals)
-    elif mode == "AXIS_ANGLE":
-        rot = R.axis_angle_to_matrix(rot_vals)
-    else:
-        rot = R.euler_to_matrix(rot_vals, mode)
-    return rot, loc
+    return R.channels_to_matrix(rot_vals, pb.rotation_mode), loc
 
 
 def _check_constraints_and_drivers(obj, names) -> None:

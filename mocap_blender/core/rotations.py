@@ -231,6 +231,18 @@ def euler_unwrap(e, order: str = "XYZ", axis: int = 0) -> np.ndarray:
     return np.moveaxis(e, 0, axis)
 
 
+def channels_to_matrix(values, mode: str) -> np.ndarray:
+    """A Blender bone's rotation channels in its `rotation_mode` -> (..., 3, 3).
+
+    values: (..., 4) for "QUATERNION" (w, x, y, z) and "AXIS_ANGLE" (angle, x, y, z); (..., 3) for an Euler order.
+    """
+    if mode == "QUATERNION":
+        return quat_to_matrix(values)
+    if mode == "AXIS_ANGLE":
+        return axis_angle_to_matrix(values)
+    return euler_to_matrix(values, mode)
+
+
 # --- comparisons -------------------------------------------------------------------------------
 
 def geodesic_angle(ra, rb) -> np.ndarray:
