@@ -3,7 +3,7 @@
 Lite0 = EfficientNet-B0 without squeeze-excitation, with ReLU6 and a fixed stem/head. The state-dict names follow
 that package (`_conv_stem`, `_bn0`, `_blocks.N._expand_conv` ...). Convolutions use TensorFlow "same" padding
 (asymmetric on stride 2), as the weights were trained with it. We return the stride-16 map (block 10, 112 ch)
-and the stride-32 map (block 15, 320 ch); the 1x1 head and classifier are not used.
+the stride-32 map (block 15, 320 ch) and, for finding joints, the stride-8 map (block 4, 40 ch); the 1x1 head and classifier are not used.
 """
 from __future__ import annotations
 
@@ -21,8 +21,8 @@ LITE0_BLOCKS = [
     (6, 5, 2, 112, 192), (6, 5, 1, 192, 192), (6, 5, 1, 192, 192), (6, 5, 1, 192, 192),
     (6, 3, 1, 192, 320),
 ]
-STRIDE16_BLOCK, STRIDE32_BLOCK = 10, 15
-C16, C32 = 112, 320
+STRIDE8_BLOCK, STRIDE16_BLOCK, STRIDE32_BLOCK = 4, 10, 15
+C8, C16, C32 = 40, 112, 320
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # RGB in [0, 1]; saved in the ONNX metadata, read by core/preprocess.py
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -61,7 +61,8 @@ class MBConv(nn.Module):
 
 
 class EfficientNetLite0(nn.Module):
-    """Frames (N, 3, S, S) normalised -> (stride-16 map (N, 112, S/16, S/16), stride-32 map (N, 320, S/32, S/32))."""
+    """Frames (N, 3, S, S) normalised -> stride-8 (N, 40, S/8, S/8), stride-16 (N, 112, S/16, S/16) and stride-32
+    (N, 320, S/32, S/32) maps."""
 
     def __init__(self):
         super().__init__()
@@ -70,12 +71,14 @@ class EfficientNetLite0(nn.Module):
 
     def forward(self, x):
         x = self.stem(x)
-        f16 = None
+        f8 = f16 = None
         for i, blk in enumerate(self.blocks):
             x = blk(x)
+            if i == STRIDE8_BLOCK:
+                f8 = x
             if i == STRIDE16_BLOCK:
                 f16 = x
-        return f16, x
+        return f8, f16, x
 
     def load_pretrained(self) -> None:
         """Load the ImageNet weights from the registry package (no download)."""
@@ -106,25 +109,27 @@ class SmallEncoder(nn.Module):
         super().__init__()
         w = width
         layers, cin = [], 3
-        for cout in (w, 2 * w, 4 * w, 4 * w):  # four stride-2 stages -> stride 16
+        for cout in (w, 2 * w, 2 * w):  # three stride-2 stages -> stride 8
             layers += [ConvBN(cin, cout, 3, 2), ConvBN(cout, cout, 3, 1, groups=1)]
             cin = cout
-        self.to16 = nn.Sequential(*layers)
-        self.to32 = nn.Sequential(ConvBN(cin, 8 * w, 3, 2), ConvBN(8 * w, 8 * w, 3, 1))
-        self.channels = (4 * w, 8 * w)
+        self.to8 = nn.Sequential(*layers)
+        self.to16 = nn.Sequential(ConvBN(cin, 4 * w, 3, 2), ConvBN(4 * w, 4 * w, 3, 1))
+        self.to32 = nn.Sequential(ConvBN(4 * w, 8 * w, 3, 2), ConvBN(8 * w, 8 * w, 3, 1))
+        self.channels = (2 * w, 4 * w, 8 * w)
 
     def forward(self, x):
-        f16 = self.to16(x)
-        return f16, self.to32(f16)
+        f8 = self.to8(x)
+        f16 = self.to16(f8)
+        return f8, f16, self.to32(f16)
 
 
 def build_encoder(name: str, pretrained: bool):
-    """-> (module, (channels at stride 16, channels at stride 32))."""
+    """-> (module, (channels at stride 8, 16 and 32))."""
     if name == "lite0":
         enc = EfficientNetLite0()
         if pretrained:
             enc.load_pretrained()
-        return enc, (C16, C32)
+        return enc, (C8, C16, C32)
     if name.startswith("small"):
         enc = SmallEncoder(int(name[5:] or 16))
         return enc, enc.channels

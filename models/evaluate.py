@@ -129,7 +129,7 @@ def evaluate(onnx_path, data_dirs, checkpoint=None, max_clips=None, window=None,
                     tc_ = c.tail_can[:w] + (rng.normal(0, nz, c.tail_can[:w].shape) if nz else 0)
                     hcam = c.head_cam[:w] + np.einsum("tba,tjb->tja", true_root, hc - c.head_can[:w])
                     tag = "perfect" if nz == 0 else f"{int(round(nz * 100))}% noise"
-                    rot2 = stage2_rotations(net, model, frames, rig, ref_k, hc, tc_, hcam)
+                    rot2 = stage2_rotations(net, model, frames, rig, ref_k, hc, tc_, hcam, nz * np.sqrt(3.0))
                     rot2[:, 0] = true_rot[:, 0]  # root not measured here
                     rows[f"pose->rot model, {tag} positions"] = _row(rot2, true_rot, true_root, true_root, skel,
                                                                       true_heads)
@@ -150,8 +150,9 @@ def evaluate(onnx_path, data_dirs, checkpoint=None, max_clips=None, window=None,
 _ENC_CACHE: dict = {}
 
 
-def stage2_rotations(net, model, frames, rig, ref_k, head_can, tail_can, head_cam):
-    """The checkpoint's rotations with the given (canonical, camera) positions fed to stage 2."""
+def stage2_rotations(net, model, frames, rig, ref_k, head_can, tail_can, head_cam, pos_err=0.0):
+    """The checkpoint's rotations with the given (canonical, camera) positions fed to stage 2, told that they are
+    `pos_err` (fraction of rig height, expected per-joint distance) wrong."""
     import torch
     t = len(frames)
     f = lambda a: torch.from_numpy(np.asarray(a, dtype=np.float32))[None]
@@ -161,13 +162,13 @@ def stage2_rotations(net, model, frames, rig, ref_k, head_can, tail_can, head_ca
             _ENC_CACHE.clear()
             x = preprocess.preprocess_frames(frames, model.input_size, model.mean, model.std)
             _ENC_CACHE[key] = net.encode(f(x))
-        f16, f32 = _ENC_CACHE[key]
-        img = net.image_tokens(f16, f32, 1, t)
+        img = net.image_tokens(*_ENC_CACHE[key], 1, t)
         out = net(img, f(rig["joint_feats"]), f(rig["ref_rot6d"]), torch.from_numpy(rig["parents"])[None],
                   torch.from_numpy(rig["hops"])[None],
                   torch.from_numpy(rig["edge_type"])[None], f(rig["local_mask"]),
                   f(preprocess.make_ref_flag(t, ref_k)),
-                  pose_override={"head_can": f(head_can), "tail_can": f(tail_can), "head_cam": f(head_cam)})
+                  pose_override={"head_can": f(head_can), "tail_can": f(tail_can), "head_cam": f(head_cam),
+                                 "pos_err": torch.full(head_can.shape[:-1] + (1,), float(pos_err))[None]})
     return out["rot"][0].double().numpy()
 
 

@@ -2,19 +2,24 @@
 
 Read top to bottom:
   1. ModelConfig: every hyperparameter, saved inside checkpoints and the ONNX metadata.
-  2. Image tokens: EfficientNet-Lite0 stride-16 and stride-32 maps of each frame, projected to `dim`.
+  2. Image tokens: EfficientNet-Lite0 stride-16 and stride-32 maps of each frame, projected to `dim`; a finer
+     stride-8 grid (stride-8 map + upsampled stride-16 tokens) where joints are found.
   3. Joint tokens: rest features + reference pair (mocap_blender/core/preprocess.py::make_rig_inputs) + a flag
      on the frame the reference pose shows.
   4. Blocks: skeleton attention (GL-GMHA: learned biases by hop distance and edge type, local heads masked to the
      kinematic neighbourhood, global heads unrestricted), cross-attention to the frame's image tokens (stage 2:
      biased towards the image around the bone), temporal attention along each joint's track, MLP.
-  5. Stage 1 (video -> pose): heads and tails per joint in the camera frame (root-relative, / rig height), their
-     image coordinates, the root orientation in the camera frame, the root depth, a confidence.
+  5. Stage 1 (video -> pose): each joint's head and tail is found on the stride-8 grid (a heatmap over the grid
+     cells, read out by soft-argmax, trained with a cross-entropy towards the true cell); the image features
+     there and those image coordinates feed the heads and tails per joint in the camera frame (root-relative,
+     / rig height), the root orientation in the camera frame, the root depth, a confidence.
   6. Stage 2 (pose -> rotation): the stage-1 pose turned into the root's frame (canonical), plus the stage-1
      tokens and the image. Each bone's rotation in the root frame starts from the reference's, swung (by a
      learned amount, in [0, 1]) so that the bone points where the pose says, then a learned residual (twist and
      corrections, read from image and context) and a per-clip twist about the bone axis pooled over the whole
      window; local rotation = rest_relative^T @ parent^T @ own (parents gathered, no sequential chain).
+     Stage 2 is told how wrong the positions may be (per joint, fraction of rig height): from stage 1's
+     confidence at run time, the known noise level when it is trained or measured on given positions.
      Gradients flow from stage 2 into stage 1.
 
 Shapes: B batch, T frames, J joints, N image tokens per frame, D = cfg.dim. Masks are additive floats.
@@ -56,6 +61,7 @@ class ModelConfig:
     stage2_images: bool = True  # rotation tokens cross-attend to the image (False = image-free ablation)
     clip_twist: bool = True  # per-clip twist offset pooled over the window
     swing_length: float = 0.03  # bone length (fraction of rig height) at which the swing prior is one half
+    aim_children_below: float = 0.02  # bones shorter than this (fraction of height) aim at their children's heads
     freeze_encoder: bool = True
     dropout: float = 0.0
     extra: dict = field(default_factory=dict)
@@ -183,7 +189,7 @@ class MocapNet(nn.Module):
         self.cfg = cfg
         d = cfg.dim
         # --- image tokens ---
-        self.encoder, (c16, c32) = build_encoder(cfg.encoder, pretrained)
+        self.encoder, (c8, c16, c32) = build_encoder(cfg.encoder, pretrained)
         if cfg.freeze_encoder and cfg.encoder == "lite0":
             self.encoder.requires_grad_(False)
         self.proj16 = nn.Sequential(nn.Conv2d(c16, d, 1), nn.GELU(), nn.Conv2d(d, d, 1))
@@ -192,23 +198,28 @@ class MocapNet(nn.Module):
         self.pos16 = nn.Parameter(torch.randn(g16 * g16, d) * 0.02)
         self.pos32 = nn.Parameter(torch.randn(g32 * g32, d) * 0.02)
         self.level = nn.Parameter(torch.randn(2, d) * 0.02)
-        xy = [((torch.arange(g) + 0.5) / g) for g in (g16, g32)]
-        img_xy = torch.cat([torch.stack(torch.meshgrid(c, c, indexing="xy"), -1).reshape(-1, 2) for c in xy])
-        self.register_buffer("img_xy", img_xy, persistent=False)  # (N, 2) (u, v) token centres
+        self.proj8 = nn.Sequential(nn.Conv2d(c8, d, 1), nn.GELU(), nn.Conv2d(d, d, 1))
+        self.pos8 = nn.Parameter(torch.randn((2 * g16) ** 2, d) * 0.02)
+        grid = lambda g: torch.stack(torch.meshgrid(*(((torch.arange(g) + 0.5) / g),) * 2, indexing="xy"), -1)
+        self.register_buffer("img_xy", torch.cat([grid(g16).reshape(-1, 2), grid(g32).reshape(-1, 2)]),
+                             persistent=False)  # (N, 2) (u, v) token centres
+        self.register_buffer("img_xy8", grid(2 * g16).reshape(-1, 2), persistent=False)  # (N8, 2)
         # --- joint tokens ---
         self.joint_in = mlp(cfg.n_joint_features, d, 2 * d)
         self.ref_frame_emb = nn.Parameter(torch.zeros(2, d))  # [not the reference frame, the reference frame]
         # --- stage 1: video -> pose ---
         self.stage1 = nn.ModuleList([Block(cfg, True, False) for _ in range(cfg.stage1_layers)])
         self.n1 = nn.LayerNorm(d)
-        self.pose_head = nn.Linear(d, 6 + 4 + 1)  # head xyz, tail xyz (camera), head uv, tail uv, confidence
+        self.loc_q = nn.Linear(d, 2 * d)  # queries for the bone's head and tail on the stride-8 grid
+        self.loc_k = nn.Linear(d, d)
+        self.loc_in = mlp(2 * d + 4, d, 2 * d)  # image features at the found head and tail, and where they are
+        self.pose_head = nn.Linear(d, 6 + 1)  # head xyz, tail xyz (camera), confidence
         with torch.no_grad():
             self.pose_head.weight[:6].zero_(), self.pose_head.bias[:6].zero_()  # start at the reference pose
-            self.pose_head.weight[6:].mul_(0.1)
         self.root_head = mlp(2 * d, 6 + 1, d)  # root orientation residual 6D, log root depth ratio
         self.zero_root_residual()
         # --- stage 2: pose -> rotation ---
-        self.pose_in = mlp(12, d, 2 * d)  # canonical head, tail, bone vector, camera head
+        self.pose_in = mlp(13, d, 2 * d)  # canonical head, tail, bone vector, camera head, position error
         self.tok12 = nn.Linear(d, d)
         self.stage2 = nn.ModuleList([Block(cfg, cfg.stage2_images, True) for _ in range(cfg.stage2_layers)])
         self.n2 = nn.LayerNorm(d)
@@ -226,6 +237,22 @@ class MocapNet(nn.Module):
         with torch.no_grad():
             self.root_head[2].weight[:6].zero_(), self.root_head[2].bias[:6].zero_()
 
+    def aim_fn(self, parents, length, joint_pad):
+        """Where each bone points, as a function of (heads, tails) (B, T, J, 3): its tail, or, for a bone too
+        short to show a direction (imported rigs often have them: glTF has no tails), the mean of its
+        children's heads. parents (B, J), length (B, J, 1) rest length / height, joint_pad (B, J)."""
+        j = parents.shape[1]
+        valid = ((joint_pad > -1.0) & (torch.arange(j) > 0)).to(length.dtype)  # (B, J) real non-root joints
+        idx = torch.arange(j, device=parents.device)
+        child = (parents[:, None, :] == idx[None, :, None]).to(length.dtype) * valid[:, None, :]  # (B, J par, J kid)
+        n_kids = child.sum(-1, keepdim=True)  # (B, J, 1)
+        use_kids = ((n_kids > 0) & (length < self.cfg.aim_children_below)).to(length.dtype)[:, None]  # (B,1,J,1)
+        child = (child / n_kids.clamp_min(1.0))[:, None]  # (B, 1, J, J)
+
+        def aim(heads, tails):
+            return use_kids * (child @ heads - heads) + (1.0 - use_kids) * (tails - heads)
+        return aim
+
     def bone_distance(self, uv):
         """uv (B, T, J, 2[head, tail], 2) -> (B, T, J, N): squared distance from each image token centre to the
         nearest of the bone's head, middle and tail (expanded as |a|^2 - 2 a.b + |b|^2: matmuls, no big temp)."""
@@ -236,26 +263,32 @@ class MocapNet(nn.Module):
 
     # ---- pieces that training calls separately -------------------------------------------------------
     def encode(self, frames):
-        """frames (B, T, 3, S, S) normalised -> raw encoder maps (B*T, 112, S/16, S/16), (B*T, 320, S/32, S/32)."""
+        """frames (B, T, 3, S, S) normalised -> raw encoder maps (B*T, C8, S/8, S/8), (B*T, C16, S/16, S/16),
+        (B*T, C32, S/32, S/32)."""
         b, t = frames.shape[:2]
         return self.encoder(frames.reshape(b * t, *frames.shape[2:]))
 
-    def image_tokens(self, f16, f32, b: int, t: int):
-        """Raw maps -> (B, T, N, D) image tokens (N = (S/16)^2 + (S/32)^2)."""
-        a = self.proj16(f16).flatten(2).transpose(1, 2) + self.pos16 + self.level[0]  # (BT, N16, D)
+    def image_tokens(self, f8, f16, f32, b: int, t: int):
+        """Raw maps -> image tokens (B, T, N, D) (N = (S/16)^2 + (S/32)^2) and the finer grid where joints are
+        found (B, T, N8, D) (N8 = (S/8)^2: the stride-8 map plus the stride-16 tokens upsampled)."""
+        p16 = self.proj16(f16)  # (BT, D, S/16, S/16)
+        a = p16.flatten(2).transpose(1, 2) + self.pos16 + self.level[0]  # (BT, N16, D)
         c = self.proj32(f32).flatten(2).transpose(1, 2) + self.pos32 + self.level[1]  # (BT, N32, D)
         tok = torch.cat([a, c], dim=1)
-        return tok.reshape(b, t, tok.shape[1], tok.shape[2])
+        fine = self.proj8(f8) + F.interpolate(p16, scale_factor=2.0, mode="nearest")  # (BT, D, S/8, S/8)
+        fine = fine.flatten(2).transpose(1, 2) + self.pos8  # (BT, N8, D)
+        return tok.reshape(b, t, *tok.shape[1:]), fine.reshape(b, t, *fine.shape[1:])
 
     def forward(self, img, joint_feats, ref_rot6d, parents, hops, edge_type, local_mask, ref_flag, joint_pad=None,
                 pose_override=None, stages: int = 2):
         """
-        img: (B, T, N, D) image tokens (from `image_tokens`) or None (skeleton-only training).
+        img: (tokens (B, T, N, D), fine grid (B, T, N8, D)) from `image_tokens`, or None (skeleton-only training).
         joint_feats (B, J, F); ref_rot6d (B, J, 6); parents (B, J) int64 (root: 0); hops, edge_type (B, J, J) int64;
         local_mask (B, J, J) additive;
         ref_flag (B, T) 1 on the frame the reference shows; joint_pad (B, J) additive (0 real, -1e4 padding).
-        pose_override: optional dict(head_can (B, T, J, 3), tail_can, head_cam) feeding stage 2 instead of
-        stage 1's prediction (skeleton-only training and scheduled sampling). stages=1 stops after stage 1.
+        pose_override: optional dict(head_can (B, T, J, 3), tail_can, head_cam, pos_err (B, T, J, 1) how wrong
+        they may be, fraction of rig height) feeding stage 2 instead of stage 1's prediction (skeleton-only
+        training, scheduled sampling, measuring stage 2 alone). stages=1 stops after stage 1.
         Returns a dict of (B, T, ...) tensors.
         """
         b, j = joint_feats.shape[:2]
@@ -270,12 +303,19 @@ class MocapNet(nn.Module):
 
         # ---- stage 1: video -> pose ----
         if img is not None:
+            img, fine = img
             for blk in self.stage1:
                 x = blk(x, blk.skel.graph_bias(hops, edge_type, local_mask, joint_pad),
                         blk.time.time_bias(t), img)
             h1 = self.n1(x)  # (B, T, J, D)
-            p = self.pose_head(h1)  # (B, T, J, 11)
-            uv = torch.sigmoid(p[..., 6:10]).view(b, t, j, 2, 2)  # (B, T, J, 2[head, tail], 2)
+            # find the head and tail on the fine grid: heatmap over its cells, soft-argmax
+            q = self.loc_q(h1).view(b, t, j * 2, -1)  # (B, T, 2J, D)
+            logits = (q @ self.loc_k(fine).transpose(-1, -2)) * (1.0 / math.sqrt(q.shape[-1]))  # (B, T, 2J, N8)
+            heat = torch.softmax(logits, dim=-1)
+            uv = (heat @ self.img_xy8).view(b, t, j, 2, 2)  # (B, T, J, 2[head, tail], 2)
+            seen = (heat @ fine).view(b, t, j, -1)  # (B, T, J, 2D) image features at the head and tail
+            h1 = h1 + self.loc_in(torch.cat([seen, uv.flatten(-2)], -1))
+            p = self.pose_head(h1)  # (B, T, J, 7)
             valid = (joint_pad > -1.0).to(h1.dtype)[:, None, :, None]  # (B, 1, J, 1)
             pooled = (h1 * valid).sum(2) / valid.sum(2)  # (B, T, D)
             r = self.root_head(torch.cat([h1[:, :, 0], pooled], -1))  # (B, T, 7)
@@ -287,16 +327,20 @@ class MocapNet(nn.Module):
             ref_tail = mv3(root_rot[:, :, None], joint_feats[:, None, :, self.fs["ref_tail"]])
             head_cam = ref_head + p[..., 0:3] - p[..., :1, 0:3]  # root-relative (B, T, J, 3)
             tail_cam = ref_tail + p[..., 3:6] - p[..., :1, 0:3]
+            confidence = torch.sigmoid(p[..., 6])
             out.update(head_cam=head_cam, tail_cam=tail_cam, uv=uv[..., 0, :], tail_uv=uv[..., 1, :],
-                       confidence=torch.sigmoid(p[..., 10]), root_rot=root_rot, log_root_depth=r[..., 6])
+                       confidence=confidence, root_rot=root_rot, log_root_depth=r[..., 6],
+                       loc_logits=logits.view(b, t, j, 2, -1))
             # canonical (root frame) pose: O^T p
             rt = root_rot.transpose(-1, -2)[:, :, None]  # (B, T, 1, 3, 3)
             head_can = mv3(rt, head_cam)
             tail_can = mv3(rt, tail_cam)
             bone_d2 = self.bone_distance(uv)  # (B, T, J, N)
             tok1 = self.tok12(h1)
+            # expected position error from the confidence (trained towards exp(-error / 0.05))
+            pos_err = (-0.05 * torch.log(confidence.detach().clamp_min(1e-3)))[..., None].clamp(max=0.2)
         else:
-            head_cam = head_can = tail_can = bone_d2 = None
+            head_cam = head_can = tail_can = bone_d2 = pos_err = None
             tok1 = 0.0
         if stages == 1:
             return out
@@ -305,9 +349,13 @@ class MocapNet(nn.Module):
             head_cam = pose_override.get("head_cam", head_cam)
             if head_cam is None:
                 head_cam = torch.zeros_like(head_can)
+            pos_err = pose_override.get("pos_err", pos_err)
+            if pos_err is None:
+                pos_err = torch.zeros_like(head_can[..., :1])
 
         # ---- stage 2: pose -> rotation ----
-        y = torch.cat([head_can, tail_can, tail_can - head_can, head_cam], -1)  # (B, T, J, 12)
+        pos_err = pos_err.expand(*head_can.shape[:-1], 1)
+        y = torch.cat([head_can, tail_can, tail_can - head_can, head_cam, 20.0 * pos_err], -1)  # (B, T, J, 13)
         x = jt + self.pose_in(y) + tok1 + self.ref_frame_emb[0] * (1 - flag) + self.ref_frame_emb[1] * flag
         use_img = img if self.cfg.stage2_images else None
         for blk in self.stage2:
@@ -316,9 +364,11 @@ class MocapNet(nn.Module):
         h2 = self.n2(x)  # (B, T, J, D)
         r = self.rot_head(h2)  # (B, T, J, 7)
         fs = self.fs
-        ref_dir = (joint_feats[..., fs["ref_tail"]] - joint_feats[..., fs["ref_head"]])[:, None]  # (B, 1, J, 3)
+        ref_head, ref_tail = joint_feats[..., fs["ref_head"]][:, None], joint_feats[..., fs["ref_tail"]][:, None]
+        aim = self.aim_fn(parents, joint_feats[..., fs["length"]], joint_pad)
+        ref_dir = aim(ref_head, ref_tail)  # (B, 1, J, 3)
         ref_glob = sixd_to_matrix(joint_feats[..., fs["ref_global6d"]])[:, None]  # (B, 1, J, 3, 3) root frame
-        obs_dir = tail_can - head_can  # (B, T, J, 3)
+        obs_dir = aim(head_can, tail_can)  # (B, T, J, 3)
         # how far to follow the pose: learned, times a length prior (bones shorter than ~3% of the rig height
         # turn wildly under small position errors, so they keep the reference unless the network is sure)
         length2 = torch.minimum((obs_dir * obs_dir).sum(-1, keepdim=True), (ref_dir * ref_dir).sum(-1, keepdim=True))
@@ -343,5 +393,4 @@ class MocapNet(nn.Module):
     def forward_frames(self, frames, *rig):
         """frames (B, T, 3, S, S) -> forward(image tokens, *rig)."""
         b, t = frames.shape[:2]
-        f16, f32 = self.encode(frames)
-        return self.forward(self.image_tokens(f16, f32, b, t), *rig)
+        return self.forward(self.image_tokens(*self.encode(frames), b, t), *rig)

@@ -48,6 +48,7 @@ class TrainConfig:
     steps_c: int = 650  # joint, scheduled sampling of predicted poses
     p_matched: float = 0.35  # share of samples whose reference pose is a (flagged) frame of the window
     pos_noise: float = 0.015  # largest std (fraction of rig height) of the noise on poses fed to stage 2
+    tiny_bones: float = 0.3  # share of clips whose bones are shrunk to 0.1-1% of the height, like imported glTF rigs
     save_every: int = 100
     log_every: int = 20
     max_minutes: float = 1e9
@@ -69,10 +70,20 @@ class TrainConfig:
 class Clip:
     """Everything a training window needs from one shard (frames excluded), in model units."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, tiny_bones: float = 0.0):
         d = np.load(path)
         self.path, self.name = path, path.stem
-        self.skel = Skeleton.from_arrays(d["names"], d["parents"], d["rest"], d["tails"])
+        tails = d["tails"].astype(np.float64)
+        rng = np.random.default_rng([int.from_bytes(path.stem.encode()[-8:], "little"), 17])
+        if rng.random() < tiny_bones:
+            # imported rigs (glTF has no tails) often have bones far shorter than the body they move: the same
+            # heads, rest frames, motion and pictures, with bones of 0.1-1% of the height
+            heads = d["rest"][:, :3, 3].astype(np.float64)
+            size = float(np.ptp(heads, axis=0).max())
+            short = rng.uniform(0.001, 0.01, len(tails)) * size
+            axis = d["rest"][:, :3, 1].astype(np.float64)
+            tails = heads + axis * short[:, None]
+        self.skel = Skeleton.from_arrays(d["names"], d["parents"], d["rest"], tails)
         self.basis = d["basis_rot"].astype(np.float64)  # (T, J, 3, 3)
         self.n_frames, self.n_joints = self.basis.shape[:2]
         h = self.skel.height
@@ -177,11 +188,12 @@ def make_sample(clip: Clip, t: int, rng, cfg: TrainConfig, feats=None, protocol=
              tail_can=clip.tail_can[sl], root_rot=clip.root_rot[sl], uv=clip.uv[sl], tail_uv=clip.tail_uv[sl],
              log_depth=clip.log_depth[sl], rot=clip.basis[sl])
     sigma = cfg.pos_noise * rng.uniform(0, 1) if rng.random() < 0.7 else 0.0
+    s["pos_err"] = np.full((t, clip.n_joints, 1), sigma * math.sqrt(3.0))  # expected error per joint
     s["noisy_head_can"] = clip.head_can[sl] + smooth_noise(rng, clip.head_can[sl].shape, sigma)
     s["noisy_tail_can"] = clip.tail_can[sl] + smooth_noise(rng, clip.tail_can[sl].shape, sigma)
     s["noisy_head_cam"] = clip.head_cam[sl] + smooth_noise(rng, clip.head_cam[sl].shape, sigma)
     if feats is not None:
-        s["f16"], s["f32"] = feats[0][sl], feats[1][sl]
+        s["f8"], s["f16"], s["f32"] = feats[0][sl], feats[1][sl], feats[2][sl]
     return s
 
 
@@ -198,7 +210,7 @@ def collate(samples: list[dict], max_hops: int = 8) -> dict:
         arrs = []
         for s in samples:
             a = np.asarray(s[key])
-            if key in ("f16", "f32", "ref_flag", "root_rot", "log_depth"):
+            if key in ("f8", "f16", "f32", "ref_flag", "root_rot", "log_depth"):
                 arrs.append(a[:t])
                 continue
             jj = s["joint_feats"].shape[0]
@@ -241,13 +253,29 @@ def _masked_mean(x, m):
     return (x * m).sum() / m.sum().clamp_min(1.0)
 
 
-def stage1_losses(out, b) -> dict:
+def heatmap_loss(logits, uv, grid_xy, sigma: float):
+    """Cross-entropy of the joint-finding heatmap against a Gaussian around the true image position.
+    logits (B, T, J, N8), uv (B, T, J, 2) in [0, 1], grid_xy (N8, 2) -> (B, T, J)."""
+    d2 = ((uv[..., None, :] - grid_xy) ** 2).sum(-1)  # (B, T, J, N8)
+    target = torch.softmax(-d2 / (2 * sigma * sigma), dim=-1)
+    return -(target * torch.log_softmax(logits, dim=-1)).sum(-1)
+
+
+def stage1_losses(out, b, grid_xy=None) -> dict:
     m = b["joint_valid"][:, None]  # (B, 1, J)
     m = m.expand_as(out["confidence"])
     err = (out["head_cam"] - b["head_cam"]).norm(dim=-1)  # (B, T, J)
     l_pos = _masked_mean(err + (out["tail_cam"] - b["tail_cam"]).norm(dim=-1), m)
     inside = ((b["uv"] > 0) & (b["uv"] < 1)).all(-1).float() * m
-    l_uv = _masked_mean((out["uv"] - b["uv"]).abs().sum(-1), inside)
+    inside_t = ((b["tail_uv"] > 0) & (b["tail_uv"] < 1)).all(-1).float() * m
+    l_uv = _masked_mean((out["uv"] - b["uv"]).abs().sum(-1), inside) + _masked_mean(
+        (out["tail_uv"] - b["tail_uv"]).abs().sum(-1), inside_t)
+    l_heat = 0.0
+    if grid_xy is not None:
+        cell = float(1.0 / math.sqrt(grid_xy.shape[0]))
+        lg = out["loc_logits"]  # (B, T, J, 2, N8)
+        l_heat = _masked_mean(heatmap_loss(lg[..., 0, :], b["uv"], grid_xy, cell), inside) + _masked_mean(
+            heatmap_loss(lg[..., 1, :], b["tail_uv"], grid_xy, cell), inside_t)
     l_root = geodesic(out["root_rot"], b["root_rot"]).mean()
     l_depth = (out["log_root_depth"] - b["log_depth"]).abs().mean()
     vel = (out["head_cam"][:, 1:] - out["head_cam"][:, :-1]) - (b["head_cam"][:, 1:] - b["head_cam"][:, :-1])
@@ -255,8 +283,8 @@ def stage1_losses(out, b) -> dict:
     target = torch.exp(-err.detach() / 0.05)
     l_conf = _masked_mean(torch.nn.functional.binary_cross_entropy(
         out["confidence"].clamp(1e-4, 1 - 1e-4), target, reduction="none"), m)
-    return {"pos": 5 * l_pos, "uv": 5 * l_uv, "root": l_root, "depth": 0.5 * l_depth, "vel": 5 * l_vel,
-            "conf": 0.1 * l_conf}
+    return {"pos": 5 * l_pos, "uv": 5 * l_uv, "heat": 0.2 * l_heat, "root": l_root, "depth": 0.5 * l_depth,
+            "vel": 5 * l_vel, "conf": 0.1 * l_conf}
 
 
 def stage2_losses(out, b) -> dict:
@@ -280,19 +308,21 @@ def rig_args(b):
 
 def run_batch(net: MocapNet, b: dict, stage: str, p_gt: float = 0.0, rng=None) -> tuple[torch.Tensor, dict, dict]:
     """One forward pass and the losses of a stage ('a' skeletal, 'b' video->pose, 'c' joint)."""
-    override = {"head_can": b["noisy_head_can"], "tail_can": b["noisy_tail_can"], "head_cam": b["noisy_head_cam"]}
+    override = {"head_can": b["noisy_head_can"], "tail_can": b["noisy_tail_can"], "head_cam": b["noisy_head_cam"],
+                "pos_err": b["pos_err"]}
     if stage == "a":
         out = net(None, *rig_args(b), pose_override=override)
         losses = stage2_losses(out, b)
     else:
-        img = net.image_tokens(b["f16"].flatten(0, 1), b["f32"].flatten(0, 1), *b["f16"].shape[:2])
+        img = net.image_tokens(b["f8"].flatten(0, 1), b["f16"].flatten(0, 1), b["f32"].flatten(0, 1),
+                               *b["f16"].shape[:2])
         if stage == "b":
             out = net(img, *rig_args(b), stages=1)
-            losses = stage1_losses(out, b)
+            losses = stage1_losses(out, b, net.img_xy8)
         else:
             use_gt = rng is not None and rng.random() < p_gt
             out = net(img, *rig_args(b), pose_override=override if use_gt else None)
-            losses = {**stage1_losses(out, b), **stage2_losses(out, b)}
+            losses = {**stage1_losses(out, b, net.img_xy8), **stage2_losses(out, b)}
     return sum(losses.values()), losses, out
 
 
@@ -312,7 +342,7 @@ def export_encoder(cfg: ModelConfig, path: Path) -> Path:
     n = torch.export.Dim("N", min=1, max=4096)
     with torch.no_grad():
         prog = torch.onnx.export(enc, (torch.randn(2, 3, cfg.img_size, cfg.img_size),), dynamo=True,
-                                 opset_version=18, input_names=["x"], output_names=["f16", "f32"],
+                                 opset_version=18, input_names=["x"], output_names=["f8", "f16", "f32"],
                                  dynamic_shapes={"x": {0: n}}, optimize=True)
     tmp = path.with_suffix(".tmp.onnx")
     prog.save(str(tmp))
@@ -339,12 +369,12 @@ def cache_features(data_dirs, cache: Path, cfg: ModelConfig, loop: bool = False,
             except Exception:
                 continue  # being written
             x = preprocess.preprocess_frames(frames, cfg.img_size, cfg.mean, cfg.std)
-            f16, f32 = [], []
+            maps = {"f8": [], "f16": [], "f32": []}
             for i in range(0, len(x), 16):
-                a, c = sess.run(["f16", "f32"], {"x": x[i:i + 16]})
-                f16.append(a.astype(np.float16)), f32.append(c.astype(np.float16))
+                for k, a in zip(maps, sess.run(list(maps), {"x": x[i:i + 16]})):
+                    maps[k].append(a.astype(np.float16))
             tmp = cache / f"{p.stem}.tmp.npz"
-            np.savez(tmp, f16=np.concatenate(f16), f32=np.concatenate(f32))
+            np.savez(tmp, **{k: np.concatenate(v) for k, v in maps.items()})
             os.replace(tmp, cache / f"{p.stem}.npz")
             last_new = time.time()
         if not loop or time.time() - last_new > idle_minutes * 60:
@@ -357,7 +387,7 @@ def load_feats(cache: Path, name: str):
     if not p.exists():
         return None
     d = np.load(p)
-    return d["f16"], d["f32"]
+    return d["f8"], d["f16"], d["f32"]
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -425,7 +455,7 @@ def fit(tc: TrainConfig, mc: ModelConfig, resume: bool = True, quiet: bool = Fal
             for p in sorted(Path(d).glob("clip_*.npz")):
                 if p.stem not in known:
                     try:
-                        clips[p.stem] = Clip(p)
+                        clips[p.stem] = Clip(p, tc.tiny_bones)
                     except Exception as e:
                         log(f"skip {p.name}: {type(e).__name__}: {e}")
         for name in clips:

@@ -45,8 +45,9 @@ def shards(tmp_path):
     data.mkdir(), cache.mkdir()
     for i, j in enumerate((5, 9, 14)):
         write_shard(data / f"clip_{i:010d}.npz", j, seed=i)
-        c = 8 * 1  # small8 encoder: 32 channels at stride 16, 64 at stride 32
-        np.savez(cache / f"clip_{i:010d}.npz", f16=np.random.randn(12, 4 * c, 4, 4).astype(np.float16),
+        c = 8 * 1  # small8 encoder: 16 channels at stride 8, 32 at stride 16, 64 at stride 32
+        np.savez(cache / f"clip_{i:010d}.npz", f8=np.random.randn(12, 2 * c, 8, 8).astype(np.float16),
+                 f16=np.random.randn(12, 4 * c, 4, 4).astype(np.float16),
                  f32=np.random.randn(12, 8 * c, 2, 2).astype(np.float16))
     return data, cache, tmp_path / "run"
 

@@ -2,7 +2,11 @@
 
 For each bone, parent first: the swing takes the rest bone axis (local +Y) to the observed head->tail direction
 (in the bone's frame under its posed parent); the twist about the bone axis cannot be seen in positions and is
-taken from the reference pose (swing-twist decomposition of the reference rotation about +Y). The root's rotation
+taken from the reference pose (swing-twist decomposition of the reference rotation about +Y). A bone too short to
+show a direction (shorter than `AIM_CHILDREN_BELOW` of the rig height; imported glTF rigs are full of them) with
+children aims at the mean of its children's heads instead, with the twist about that axis from the reference
+(the model does the same, models/model.py::MocapNet.aim_fn). Where a bone's tail and children's heads span a
+plane, the whole rotation is seen, and fitted to them (Kabsch), twist included. The root's rotation
 is fitted to its tail and its children's heads (Kabsch) when they span a plane; otherwise, or when
 `root_rot` is given, that is used.
 """
@@ -14,6 +18,33 @@ from .rotations import matrix_to_quat, quat_to_matrix
 from .skeleton import Skeleton
 
 _EPS = 1e-9
+AIM_CHILDREN_BELOW = 0.02  # fraction of rig height (models/model.py ModelConfig.aim_children_below)
+
+
+def _swing_twist_about(axis, d_loc, ref) -> np.ndarray:
+    """Rotation taking the unit local `axis` (3,) to the direction d_loc (T, 3), with the twist about `axis` of
+    the reference rotation ref (3, 3): the +Y construction conjugated by the arc Y -> axis."""
+    q = swing_from_y(axis)  # Y -> axis
+    return q @ swing_from_y(d_loc @ q) @ twist_about_y(q.T @ ref @ q) @ q.T
+
+
+def _fit_points(skel: Skeleton, k: int, kids, heads, tails, frame, min_length: float):
+    """Bone k's local rotation (T, 3, 3) fitted to its tail and children's heads when they span a plane, else
+    None. frame (T, 3, 3): the bone's frame with an identity basis."""
+    h = max(skel.height, _EPS)
+    src = [np.array([0.0, skel.lengths[k], 0.0])] + [skel.rest_relative[c, :3, 3] for c in kids]
+    dst = [tails[:, k] - heads[:, k]] + [heads[:, c] - heads[:, k] for c in kids]
+    src = np.stack(src)
+    keep = np.linalg.norm(src, axis=-1) > 0.01 * h
+    if keep.sum() < 2:
+        return None
+    src = src[keep]
+    sn = src / np.linalg.norm(src, axis=-1, keepdims=True)
+    if np.linalg.matrix_rank(sn, tol=0.1) < 2:
+        return None
+    dst = np.einsum("tba,ktb->tka", frame, np.stack(dst)[keep])  # (T, K, 3) in the bone's frame
+    scale = np.linalg.norm(dst, axis=-1).sum(-1) / np.linalg.norm(src, axis=-1).sum()
+    return kabsch(src, dst / np.maximum(scale, _EPS)[:, None, None])
 
 
 def twist_about_y(rot) -> np.ndarray:
@@ -91,13 +122,28 @@ def ik_factorized(skel: Skeleton, heads, tails, ref_rot, root_rot=None, min_leng
             basis[:, 0] = swing_from_y(d_loc) @ twist[0]
     glob[:, 0] = rest_rot[0] @ basis[:, 0]
 
+    short = skel.lengths < AIM_CHILDREN_BELOW * skel.height
     for k in range(1, j):
         p = skel.parents[k]
         frame = glob[:, p] @ rel_rot[k]  # (T, 3, 3) the bone's frame with an identity basis
-        d = tails[:, k] - heads[:, k]
+        kids = list(skel.children[k])
+        fitted = _fit_points(skel, k, kids, heads, tails, frame, min_length)
+        if fitted is not None:
+            basis[:, k] = fitted
+            glob[:, k] = frame @ fitted
+            continue
+        axis = None
+        if short[k] and kids:  # aim at the children's heads (their rest offsets in this bone's frame)
+            axis = skel.rest_relative[kids, :3, 3].mean(0)
+            d = heads[:, kids].mean(1) - heads[:, k]
+            if np.linalg.norm(axis) < 1e-3 * max(skel.height, _EPS):
+                axis = None
+        if axis is None:
+            d = tails[:, k] - heads[:, k]
         d_loc = np.einsum("tba,tb->ta", frame, d)  # frame^T d
         ok = np.linalg.norm(d, axis=-1) > min_length * max(skel.height, _EPS)
-        b = swing_from_y(d_loc) @ twist[k]
+        b = swing_from_y(d_loc) @ twist[k] if axis is None else _swing_twist_about(
+            axis / np.linalg.norm(axis), d_loc, ref_rot[k])
         basis[:, k] = np.where(ok[:, None, None], b, ref_rot[k])
         glob[:, k] = frame @ basis[:, k]
     return basis
