@@ -54,6 +54,7 @@ class TrainConfig:
     max_minutes: float = 1e9
     seed: int = 0
     threads: int = 2
+    init_from: str = ""  # start a new run from another run's checkpoint (weights that fit, its step)
 
     @property
     def total(self) -> int:
@@ -173,7 +174,10 @@ def smooth_noise(rng, shape, sigma: float, white: float = 0.15) -> np.ndarray:
     return sigma * ((1.0 - white) * slow + white * rng.normal(0, 1, shape))
 
 
-def make_sample(clip: Clip, t: int, rng, cfg: TrainConfig, feats=None, protocol=None, start=None) -> dict:
+def make_sample(clip: Clip, t: int, rng, cfg: TrainConfig, feats=None, protocol=None, start=None,
+                frames=None) -> dict:
+    """One training window. feats: cached encoder maps of the clip (frozen encoder); frames: the clip's
+    preprocessed frames (T, 3, S, S) instead, for an encoder that trains."""
     t = min(t, clip.n_frames)
     if start is None:
         start = int(rng.integers(0, clip.n_frames - t + 1))
@@ -194,6 +198,8 @@ def make_sample(clip: Clip, t: int, rng, cfg: TrainConfig, feats=None, protocol=
     s["noisy_head_cam"] = clip.head_cam[sl] + smooth_noise(rng, clip.head_cam[sl].shape, sigma)
     if feats is not None:
         s["f8"], s["f16"], s["f32"] = feats[0][sl], feats[1][sl], feats[2][sl]
+    if frames is not None:
+        s["frames"] = frames[sl]
     return s
 
 
@@ -210,7 +216,7 @@ def collate(samples: list[dict], max_hops: int = 8) -> dict:
         arrs = []
         for s in samples:
             a = np.asarray(s[key])
-            if key in ("f8", "f16", "f32", "ref_flag", "root_rot", "log_depth"):
+            if key in ("frames", "f8", "f16", "f32", "ref_flag", "root_rot", "log_depth"):
                 arrs.append(a[:t])
                 continue
             jj = s["joint_feats"].shape[0]
@@ -314,8 +320,11 @@ def run_batch(net: MocapNet, b: dict, stage: str, p_gt: float = 0.0, rng=None) -
         out = net(None, *rig_args(b), pose_override=override)
         losses = stage2_losses(out, b)
     else:
-        img = net.image_tokens(b["f8"].flatten(0, 1), b["f16"].flatten(0, 1), b["f32"].flatten(0, 1),
-                               *b["f16"].shape[:2])
+        if "frames" in b:  # an encoder that trains
+            img = net.image_tokens(*net.encode(b["frames"]), *b["frames"].shape[:2])
+        else:  # cached maps of the frozen encoder
+            img = net.image_tokens(b["f8"].flatten(0, 1), b["f16"].flatten(0, 1), b["f32"].flatten(0, 1),
+                                   *b["f16"].shape[:2])
         if stage == "b":
             out = net(img, *rig_args(b), stages=1)
             losses = stage1_losses(out, b, net.img_xy8)
@@ -438,6 +447,15 @@ def fit(tc: TrainConfig, mc: ModelConfig, resume: bool = True, quiet: bool = Fal
         log(f"resumed from {ck_path} at step {step}")
     else:
         net = MocapNet(mc, pretrained=(mc.encoder == "lite0"))
+        if tc.init_from:  # a fork (ablation, encoder comparison): the weights that fit, and the step
+            ck = torch.load(tc.init_from, map_location="cpu", weights_only=False)
+            own = net.state_dict()
+            fit_ = {k: v for k, v in ck["model"].items() if k in own and own[k].shape == v.shape}
+            net.load_state_dict(fit_, strict=False)
+            step = int(ck["step"])
+            rng = np.random.default_rng(tc.seed + step)
+            log(f"initialised from {tc.init_from} (step {step}): {len(fit_)} of {len(own)} tensors; "
+                f"fresh: {sorted({k.split('.')[0] for k in own if k not in fit_})}")
     params = [p for p in net.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay)
     if resume and ck_path.exists():
@@ -465,10 +483,13 @@ def fit(tc: TrainConfig, mc: ModelConfig, resume: bool = True, quiet: bool = Fal
                 except Exception:
                     pass
 
+    trains_encoder = not (mc.encoder == "lite0" and mc.freeze_encoder)
     refresh()
-    log(f"{len(clips)} clips, {len(feats)} with cached image features")
+    log(f"{len(clips)} clips, {len(feats)} with cached image features"
+        + ("; the encoder trains, so frames are read from the shards" if trains_encoder else ""))
     net.train()
-    net.encoder.eval()
+    if not trains_encoder:
+        net.encoder.eval()  # frozen: its batch-norm statistics stay ImageNet's
     t0 = time.time()
     bar = tqdm(total=tc.total, initial=step, desc="train", unit="step", mininterval=5, disable=quiet)
     running: dict = {}
@@ -476,7 +497,7 @@ def fit(tc: TrainConfig, mc: ModelConfig, resume: bool = True, quiet: bool = Fal
         stage = tc.stage(step)
         if step % 200 == 0 and step:
             refresh()
-        if stage == "a":
+        if stage == "a" or trains_encoder:
             pool = list(clips)
         else:
             pool = [n for n in clips if n in feats]
@@ -487,8 +508,12 @@ def fit(tc: TrainConfig, mc: ModelConfig, resume: bool = True, quiet: bool = Fal
                 refresh()
                 continue
         names = [pool[int(rng.integers(0, len(pool)))] for _ in range(tc.batch)]
-        samples = [make_sample(clips[n], tc.window, rng, tc, feats.get(n) if stage != "a" else None)
-                   for n in names]
+        if trains_encoder and stage != "a":
+            samples = [make_sample(clips[n], tc.window, rng, tc, frames=preprocess.preprocess_frames(
+                np.load(clips[n].path)["frames"], mc.img_size, mc.mean, mc.std)) for n in names]
+        else:
+            samples = [make_sample(clips[n], tc.window, rng, tc, feats.get(n) if stage != "a" else None)
+                       for n in names]
         b = collate(samples, mc.max_hops)
         for g in opt.param_groups:
             g["lr"] = lr_at(step, tc)

@@ -1,4 +1,6 @@
 """Training runs end to end on tiny synthetic shards in seconds, checkpoints carry the config, and resume."""
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -81,3 +83,18 @@ def test_fit_runs_saves_config_and_resumes(shards):
     fit(tc, ModelConfig(), resume=True, quiet=True)  # the checkpoint's config wins over the one passed
     assert torch.load(run / "last.pt", weights_only=False)["step"] == 7
     assert "resumed from" in (run / "train.log").read_text()
+
+
+def test_fork_with_a_training_encoder_reads_frames(shards):
+    data, cache, run = shards
+    tc = TrainConfig(data=[str(data)], cache=str(cache), run=str(run), batch=2, window=8, steps_a=2, steps_b=0,
+                     steps_c=0, save_every=2, log_every=1, threads=1)
+    fit(tc, ModelConfig(**TINY), resume=False, quiet=True)
+    # fork: the stage-A weights, a different encoder that trains from scratch, stage B from the frames
+    fork = TrainConfig(**{**tc.__dict__, "run": str(run) + "_fork", "steps_b": 2, "init_from": str(run / "last.pt")})
+    fit(fork, ModelConfig(**{**TINY, "encoder": "small4"}), resume=False, quiet=True)
+    ck = torch.load(Path(fork.run) / "last.pt", weights_only=False)
+    a = torch.load(run / "last.pt", weights_only=False)
+    assert ck["step"] == 4 and ModelConfig.from_dict(ck["config"]).encoder == "small4"
+    assert not torch.equal(ck["model"]["joint_in.0.weight"], a["model"]["joint_in.0.weight"])  # trained on
+    assert "initialised from" in (Path(fork.run) / "train.log").read_text()
