@@ -11,9 +11,12 @@ Rows (all computed in this run, on the same clips and windows):
     flagged to the model).
   pose -> rotation alone (PyTorch checkpoint, stage 2 given the positions): perfect positions and positions with
     2% of rig height noise, beside IK on the same positions.
+  --variant LABEL=FILE.onnx (repeatable): another network's full video -> rotation rows on the same clips and
+    references ("model [LABEL]"): the image-free ablation of stage 2, the encoder trained from scratch.
 Metrics (core/metrics.py): moving-bone and all-bone local rotation error (deg), root orientation error in the
 camera frame (deg, camera given), MPJPE of the rig posed by the predicted rotations (% of rig height), and for
-methods that predict positions, MPJPE of those positions.
+methods that predict positions, MPJPE of those positions and the mean image distance of the in-frame bone heads
+(pixels of the clip's frames; what a user sees as the overlay).
 --speed: onnxruntime frames/s for a 50-joint rig at 2 threads (decode excluded) and ONNX-vs-PyTorch max difference.
 """
 from __future__ import annotations
@@ -30,7 +33,7 @@ from mocap_blender.core.runtime import MocapModel
 from mocap_blender.core.skeleton import forward_kinematics, pose_tails
 from .train import Clip, TrainConfig
 
-COLS = ("moving", "all", "root", "mpjpe", "pos_mpjpe")
+COLS = ("moving", "all", "root", "mpjpe", "pos_mpjpe", "px2d")
 
 
 def _rig_key(clip: Clip, src: str) -> str:
@@ -39,6 +42,13 @@ def _rig_key(clip: Clip, src: str) -> str:
 
 def _arm(cam_to_arm, x_cam, h):
     return np.einsum("tab,tjb->tja", cam_to_arm, x_cam) * h
+
+
+def _px2d(pred_px, true_px, size) -> tuple[float, int]:
+    """Mean image distance (pixels of the clip's frames) of the bone heads that are in the frame."""
+    inside = ((true_px > 0) & (true_px < size)).all(-1)
+    d = np.linalg.norm(pred_px - true_px, axis=-1)[inside]
+    return (float(d.mean()) if d.size else float("nan"), int(d.size))
 
 
 def _row(pred_rot, true_rot, pred_root_cam, true_root_cam, skel, true_heads_arm, pos_arm=None):
@@ -84,8 +94,10 @@ def reference_for(i, clips, sources, window, protocol):
     return c.basis[k], None, c.cam_to_arm[0], "other moment"
 
 
-def evaluate(onnx_path, data_dirs, checkpoint=None, max_clips=None, window=None, noise=0.02, seed=0):
+def evaluate(onnx_path, data_dirs, checkpoint=None, max_clips=None, window=None, noise=0.02, seed=0,
+             variants=None):
     model = MocapModel(onnx_path, threads=2)
+    others = {label: MocapModel(path, threads=2) for label, path in (variants or {}).items()}
     window = window or model.window_length
     clips, sources = load_eval(data_dirs, max_clips)
     net = None
@@ -114,8 +126,15 @@ def evaluate(onnx_path, data_dirs, checkpoint=None, max_clips=None, window=None,
             out = model.predict(frames, rig, ref_frame=ref_k, cam_to_arm=cam)
             pos = _arm(cam, out["positions"], h)
             tails = _arm(cam, out["tails"], h)
+            true_px, size = c.uv[:w] * frames.shape[1], frames.shape[1]
             rows = {"model": _row(out["rotation"], true_rot, out["root_orientation"], true_root, skel, true_heads,
                                   pos)}
+            rows["model"]["px2d"] = _px2d(out["joints2d"], true_px, size)
+            for label, m in others.items():
+                o = m.predict(frames, rig, ref_frame=ref_k, cam_to_arm=cam)
+                rows[f"model [{label}]"] = _row(o["rotation"], true_rot, o["root_orientation"], true_root, skel,
+                                                true_heads, _arm(cam, o["positions"], h))
+                rows[f"model [{label}]"]["px2d"] = _px2d(o["joints2d"], true_px, size)
             fac = ik.ik_factorized(skel, pos, tails, ref, root_rot=out["rotation"][:, 0])
             rows["factorized (IK on model positions)"] = _row(fac, true_rot, out["root_orientation"], true_root,
                                                               skel, true_heads, pos)
@@ -177,7 +196,7 @@ def print_table(acc, labels, n_clips):
           "; ".join(f"{p} = {', '.join(sorted(l))}" for p, l in labels.items()))
     head = f"{'group':<11}{'protocol':<9}{'method':<42}" + "".join(f"{c:>11}" for c in
                                                                    ("moving°", "all°", "root°", "MPJPE%",
-                                                                    "posMPJPE%"))
+                                                                    "posMPJPE%", "2D px"))
     print(head)
     print("-" * len(head))
     for (group, protocol, method), cols in acc.items():
@@ -250,12 +269,15 @@ def main(argv=None):
     ap.add_argument("--no-eval", action="store_true")
     ap.add_argument("--figure", default=None, help="write an overlay picture (PNG) here")
     ap.add_argument("--figure-clip", default=None, help="clip for the picture (default: first eval clip)")
+    ap.add_argument("--variant", action="append", default=[], metavar="LABEL=FILE.onnx",
+                    help="another network evaluated on the same clips and references (repeatable)")
     a = ap.parse_args(argv)
     if a.figure:
         clip = a.figure_clip or str(sorted(Path(a.data[0]).glob("clip_*.npz"))[0])
         figure(a.onnx, clip, a.figure)
     if not a.no_eval:
-        acc, labels, n = evaluate(a.onnx, a.data, a.checkpoint, a.max_clips, a.window)
+        variants = dict(v.split("=", 1) for v in a.variant)
+        acc, labels, n = evaluate(a.onnx, a.data, a.checkpoint, a.max_clips, a.window, variants=variants)
         print_table(acc, labels, n)
     if a.speed:
         speed(a.onnx, a.checkpoint)

@@ -9,10 +9,12 @@ Read top to bottom:
   4. Blocks: skeleton attention (GL-GMHA: learned biases by hop distance and edge type, local heads masked to the
      kinematic neighbourhood, global heads unrestricted), cross-attention to the frame's image tokens (stage 2:
      biased towards the image around the bone), temporal attention along each joint's track, MLP.
-  5. Stage 1 (video -> pose): each joint's head and tail is found on the stride-8 grid (a heatmap over the grid
-     cells, read out by soft-argmax, trained with a cross-entropy towards the true cell); the image features
-     there and those image coordinates feed the heads and tails per joint in the camera frame (root-relative,
-     / rig height), the root orientation in the camera frame, the root depth, a confidence.
+  5. Stage 1 (video -> pose): the root orientation in the camera frame and the root depth, and a first guess
+     of the pose (the reference carried by that orientation + a residual); then each joint's head and tail is
+     found on the stride-8 grid: a heatmap over the grid cells, biased towards where the guess lands in the
+     picture (its layout at the root's depth, centred on where the joints are seen), read out by soft-argmax,
+     trained with a cross-entropy towards the true cell; the image features there and those image coordinates
+     refine the heads and tails per joint in the camera frame (root-relative, / rig height) and a confidence.
   6. Stage 2 (pose -> rotation): the stage-1 pose turned into the root's frame (canonical), plus the stage-1
      tokens and the image. Each bone's rotation in the root frame starts from the reference's, swung (by a
      learned amount, in [0, 1]) so that the bone points where the pose says, then a learned residual (twist and
@@ -212,7 +214,11 @@ class MocapNet(nn.Module):
         self.n1 = nn.LayerNorm(d)
         self.loc_q = nn.Linear(d, 2 * d)  # queries for the bone's head and tail on the stride-8 grid
         self.loc_k = nn.Linear(d, d)
-        self.loc_in = mlp(2 * d + 4, d, 2 * d)  # image features at the found head and tail, and where they are
+        self.guess_head = nn.Linear(d, 6)  # first guess of head xyz, tail xyz (camera), before finding the joints
+        nn.init.zeros_(self.guess_head.weight), nn.init.zeros_(self.guess_head.bias)
+        self.prior_sharp = nn.Parameter(torch.tensor(0.5413))  # softplus -> 1: a prior of 3 cells' width
+        self.loc_in = mlp(2 * d + 8, d, 2 * d)  # image features at the found head and tail, where, and how far
+        # from where the first guess put them
         self.pose_head = nn.Linear(d, 6 + 1)  # head xyz, tail xyz (camera), confidence
         with torch.no_grad():
             self.pose_head.weight[:6].zero_(), self.pose_head.bias[:6].zero_()  # start at the reference pose
@@ -308,25 +314,39 @@ class MocapNet(nn.Module):
                 x = blk(x, blk.skel.graph_bias(hops, edge_type, local_mask, joint_pad),
                         blk.time.time_bias(t), img)
             h1 = self.n1(x)  # (B, T, J, D)
-            # find the head and tail on the fine grid: heatmap over its cells, soft-argmax
-            q = self.loc_q(h1).view(b, t, j * 2, -1)  # (B, T, 2J, D)
-            logits = (q @ self.loc_k(fine).transpose(-1, -2)) * (1.0 / math.sqrt(q.shape[-1]))  # (B, T, 2J, N8)
-            heat = torch.softmax(logits, dim=-1)
-            uv = (heat @ self.img_xy8).view(b, t, j, 2, 2)  # (B, T, J, 2[head, tail], 2)
-            seen = (heat @ fine).view(b, t, j, -1)  # (B, T, J, 2D) image features at the head and tail
-            h1 = h1 + self.loc_in(torch.cat([seen, uv.flatten(-2)], -1))
-            p = self.pose_head(h1)  # (B, T, J, 7)
             valid = (joint_pad > -1.0).to(h1.dtype)[:, None, :, None]  # (B, 1, J, 1)
             pooled = (h1 * valid).sum(2) / valid.sum(2)  # (B, T, D)
             r = self.root_head(torch.cat([h1[:, :, 0], pooled], -1))  # (B, T, 7)
-            # root orientation (camera frame) = the reference's @ a residual; positions = the reference pose
-            # carried by it + a residual, so that the untrained network holds the reference pose
+            # root orientation (camera frame) = the reference's @ a residual; a first guess of the pose = the
+            # reference pose carried by it + a residual, so that the untrained network holds the reference pose
             ref_root = sixd_to_matrix(joint_feats[:, 0, self.fs["ref_root_cam6d"]])[:, None]  # (B, 1, 3, 3)
             root_rot = mm3(ref_root, sixd_to_matrix(r[..., :6] + torch.tensor([1.0, 0, 0, 0, 1.0, 0])))  # (B,T,3,3)
-            ref_head = mv3(root_rot[:, :, None], joint_feats[:, None, :, self.fs["ref_head"]])  # (B, T, J, 3)
-            ref_tail = mv3(root_rot[:, :, None], joint_feats[:, None, :, self.fs["ref_tail"]])
-            head_cam = ref_head + p[..., 0:3] - p[..., :1, 0:3]  # root-relative (B, T, J, 3)
-            tail_cam = ref_tail + p[..., 3:6] - p[..., :1, 0:3]
+            g = self.guess_head(h1)  # (B, T, J, 6)
+            head0 = mv3(root_rot[:, :, None], joint_feats[:, None, :, self.fs["ref_head"]]) + g[..., :3] - g[..., :1, :3]
+            tail0 = mv3(root_rot[:, :, None], joint_feats[:, None, :, self.fs["ref_tail"]]) + g[..., 3:] - g[..., :1, :3]
+            # find the head and tail on the fine grid: a heatmap over its cells, biased towards where the guess
+            # lands in the picture (its layout at the root's depth, centred where the joints are seen), soft-argmax
+            q = self.loc_q(h1).view(b, t, j * 2, -1)  # (B, T, 2J, D)
+            logits = (q @ self.loc_k(fine).transpose(-1, -2)) * (1.0 / math.sqrt(q.shape[-1]))  # (B, T, 2J, N8)
+            seen_uv = (torch.softmax(logits, dim=-1) @ self.img_xy8).view(b, t, j, 2, 2)
+            vj = valid[..., None]  # (B, 1, J, 1, 1)
+            centre = (seen_uv * vj).sum(2, keepdim=True) / (2.0 * vj.sum(2, keepdim=True)) # (B, T, 1, 1, 2)
+            centre = centre.sum(3, keepdim=True)
+            ends = torch.stack([head0, tail0], 3)  # (B, T, J, 2, 3)
+            layout = torch.stack([ends[..., 0], -ends[..., 1]], -1) * torch.exp(-r[..., 6])[:, :, None, None, None]
+            layout = layout - ((layout * vj).sum((2, 3), keepdim=True) / (2.0 * vj.sum(2, keepdim=True)))
+            prior = (centre + layout).view(b, t, j * 2, 2)  # (B, T, 2J, 2)
+            xy = self.img_xy8
+            d2 = (prior * prior).sum(-1, keepdim=True) - 2.0 * prior @ xy.T + (xy * xy).sum(-1)  # (B, T, 2J, N8)
+            logits = logits - F.softplus(self.prior_sharp) * d2.clamp_min(0.0) / (2 * 0.15 ** 2)
+            heat = torch.softmax(logits, dim=-1)
+            uv = (heat @ self.img_xy8).view(b, t, j, 2, 2)  # (B, T, J, 2[head, tail], 2)
+            seen = (heat @ fine).view(b, t, j, -1)  # (B, T, J, 2D) image features at the head and tail
+            h1 = h1 + self.loc_in(torch.cat([seen, uv.flatten(-2), (uv - prior.view(b, t, j, 2, 2)).flatten(-2)],
+                                            -1))
+            p = self.pose_head(h1)  # (B, T, J, 7)
+            head_cam = head0 + p[..., 0:3] - p[..., :1, 0:3]  # root-relative (B, T, J, 3)
+            tail_cam = tail0 + p[..., 3:6] - p[..., :1, 0:3]
             confidence = torch.sigmoid(p[..., 6])
             out.update(head_cam=head_cam, tail_cam=tail_cam, uv=uv[..., 0, :], tail_uv=uv[..., 1, :],
                        confidence=confidence, root_rot=root_rot, log_root_depth=r[..., 6],
@@ -390,7 +410,7 @@ class MocapNet(nn.Module):
         out.update(rot=rot, rot6d=matrix_to_sixd(rot), head_can=head_can, tail_can=tail_can)
         return out
 
-    def forward_frames(self, frames, *rig):
-        """frames (B, T, 3, S, S) -> forward(image tokens, *rig)."""
+    def forward_frames(self, frames, *rig, **kw):
+        """frames (B, T, 3, S, S) -> forward(image tokens, *rig, **kw)."""
         b, t = frames.shape[:2]
-        return self.forward(self.image_tokens(*self.encode(frames), b, t), *rig)
+        return self.forward(self.image_tokens(*self.encode(frames), b, t), *rig, **kw)
