@@ -55,6 +55,7 @@ class TrainConfig:
     seed: int = 0
     threads: int = 2
     init_from: str = ""  # start a new run from another run's checkpoint (weights that fit, its step)
+    stop_at: int = 0  # stop (and save) at this step, keeping the schedule of the whole run (comparisons)
 
     @property
     def total(self) -> int:
@@ -540,6 +541,10 @@ def fit(tc: TrainConfig, mc: ModelConfig, resume: bool = True, quiet: bool = Fal
             save(run / f"stage_{stage}.pt", net, opt, step, mc, tc)
             log(f"stage {stage} done at step {step}")
             running = {}
+        if tc.stop_at and step >= tc.stop_at:
+            save(ck_path, net, opt, step, mc, tc)
+            log(f"stopped at step {step} (--stop-at)")
+            break
         if (time.time() - t0) / 60 > tc.max_minutes:
             save(ck_path, net, opt, step, mc, tc)
             log(f"time budget reached at step {step}; resume with the same command")
