@@ -80,6 +80,12 @@ class ModelConfig:
         return cls(**known)
 
 
+def sq_dist(pts, xy):
+    """Squared distances (..., P, N) from points (..., P, 2) to grid centres (N, 2), as |a|^2 - 2 a.b + |b|^2
+    (matmuls, no (..., P, N, 2) temporary)."""
+    return ((pts * pts).sum(-1, keepdim=True) - 2.0 * pts @ xy.T + (xy * xy).sum(-1)).clamp_min(0.0)
+
+
 def mlp(din: int, dout: int, hidden: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(din, hidden), nn.GELU(), nn.Linear(hidden, dout))
 
@@ -264,8 +270,7 @@ class MocapNet(nn.Module):
         nearest of the bone's head, middle and tail (expanded as |a|^2 - 2 a.b + |b|^2: matmuls, no big temp)."""
         pts = torch.cat([uv, uv.mean(3, keepdim=True)], 3)  # (B, T, J, 3, 2)
         xy = self.img_xy  # (N, 2)
-        d2 = (pts * pts).sum(-1, keepdim=True) - 2.0 * pts @ xy.T + (xy * xy).sum(-1)  # (B, T, J, 3, N)
-        return d2.amin(3).clamp_min(0.0)
+        return sq_dist(pts, xy).amin(3)  # (B, T, J, N)
 
     # ---- pieces that training calls separately -------------------------------------------------------
     def encode(self, frames):
@@ -336,9 +341,8 @@ class MocapNet(nn.Module):
             layout = torch.stack([ends[..., 0], -ends[..., 1]], -1) * torch.exp(-r[..., 6])[:, :, None, None, None]
             layout = layout - ((layout * vj).sum((2, 3), keepdim=True) / (2.0 * vj.sum(2, keepdim=True)))
             prior = (centre + layout).view(b, t, j * 2, 2)  # (B, T, 2J, 2)
-            xy = self.img_xy8
-            d2 = (prior * prior).sum(-1, keepdim=True) - 2.0 * prior @ xy.T + (xy * xy).sum(-1)  # (B, T, 2J, N8)
-            logits = logits - F.softplus(self.prior_sharp) * d2.clamp_min(0.0) / (2 * 0.15 ** 2)
+            d2 = sq_dist(prior, self.img_xy8)  # (B, T, 2J, N8)
+            logits = logits - F.softplus(self.prior_sharp) * d2 / (2 * 0.15 ** 2)
             heat = torch.softmax(logits, dim=-1)
             uv = (heat @ self.img_xy8).view(b, t, j, 2, 2)  # (B, T, J, 2[head, tail], 2)
             seen = (heat @ fine).view(b, t, j, -1)  # (B, T, J, 2D) image features at the head and tail
