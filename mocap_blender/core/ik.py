@@ -28,7 +28,7 @@ def _swing_twist_about(axis, d_loc, ref) -> np.ndarray:
     return q @ swing_from_y(d_loc @ q) @ twist_about_y(q.T @ ref @ q) @ q.T
 
 
-def _fit_points(skel: Skeleton, k: int, kids, heads, tails, frame, min_length: float):
+def _fit_points(skel: Skeleton, k: int, kids, heads, tails, frame):
     """Bone k's local rotation (T, 3, 3) fitted to its tail and children's heads when they span a plane, else
     None. frame (T, 3, 3): the bone's frame with an identity basis."""
     h = max(skel.height, _EPS)
@@ -127,7 +127,7 @@ def ik_factorized(skel: Skeleton, heads, tails, ref_rot, root_rot=None, min_leng
         p = skel.parents[k]
         frame = glob[:, p] @ rel_rot[k]  # (T, 3, 3) the bone's frame with an identity basis
         kids = list(skel.children[k])
-        fitted = _fit_points(skel, k, kids, heads, tails, frame, min_length)
+        fitted = _fit_points(skel, k, kids, heads, tails, frame)
         if fitted is not None:
             basis[:, k] = fitted
             glob[:, k] = frame @ fitted
