@@ -67,6 +67,36 @@ def swing_between(a: torch.Tensor, b: torch.Tensor, amount: torch.Tensor) -> tor
     return quat_to_matrix(q)
 
 
+def frame_from(p: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    """Orthonormal frame (..., 3, 3), columns [x, y, z]: y along p (a bone's axis, as in Blender), x along the
+    part of s perpendicular to p, z = x cross y. Degenerate s gives some frame; callers weight it out."""
+    y = p / torch.sqrt((p * p).sum(-1, keepdim=True) + EPS)
+    x = s - (s * y).sum(-1, keepdim=True) * y
+    x = x / torch.sqrt((x * x).sum(-1, keepdim=True) + EPS)
+    return torch.stack([x, y, torch.cross(x, y, dim=-1)], dim=-1)
+
+
+def twist_towards(p: torch.Tensor, a: torch.Tensor, b: torch.Tensor, amount: torch.Tensor) -> torch.Tensor:
+    """Rotation about axis p (..., 3) turning the part of a perpendicular to p towards that of b, by amount in
+    [0, 1] (..., 1) (normalised lerp of the two unit vectors): (..., 3, 3). amount 0 -> the identity, also when a
+    or b has no part across p (a bone with one child): then some fixed direction across p stands in for a."""
+    y = p / torch.sqrt((p * p).sum(-1, keepdim=True) + EPS)
+
+    def across(v):
+        return v - (v * y).sum(-1, keepdim=True) * y
+
+    def unit(v):
+        return v / torch.sqrt((v * v).sum(-1, keepdim=True) + EPS)
+    cx = torch.cross(y, torch.tensor([1.0, 0.0, 0.0], dtype=y.dtype).expand_as(y), dim=-1)
+    cz = torch.cross(y, torch.tensor([0.0, 0.0, 1.0], dtype=y.dtype).expand_as(y), dim=-1)
+    fallback = torch.where((cx * cx).sum(-1, keepdim=True) > 0.25, cx, cz)  # across y, never zero
+    pa = across(a)
+    ua = unit(torch.where((pa * pa).sum(-1, keepdim=True) > 1e-10, pa, fallback))
+    target = (1.0 - amount) * ua + amount * unit(across(b))
+    target = torch.where((target * target).sum(-1, keepdim=True) > 1e-6, target, ua)
+    return mm3(frame_from(p, target), frame_from(p, ua).transpose(-1, -2))
+
+
 def twist_y(cs: torch.Tensor) -> torch.Tensor:
     """(..., 2) unnormalised (cos, sin) -> (..., 3, 3) rotation about the local Y (bone) axis."""
     cs = cs / torch.sqrt((cs * cs).sum(-1, keepdim=True) + EPS)

@@ -16,10 +16,14 @@ Read top to bottom:
      trained with a cross-entropy towards the true cell; the image features there and those image coordinates
      refine the heads and tails per joint in the camera frame (root-relative, / rig height) and a confidence.
   6. Stage 2 (pose -> rotation): the stage-1 pose turned into the root's frame (canonical), plus the stage-1
-     tokens and the image. Each bone's rotation in the root frame starts from the reference's, swung (by a
-     learned amount, in [0, 1]) so that the bone points where the pose says, then a learned residual (twist and
-     corrections, read from image and context) and a per-clip twist about the bone axis pooled over the whole
-     window; local rotation = rest_relative^T @ parent^T @ own (parents gathered, no sequential chain).
+     tokens and the image. Each bone's rotation starts from the reference's local rotation carried by its
+     parent as placed (so a bone keeps its twist relative to its parent, as IK from the reference does),
+     swung so that the bone points where the pose says and, for a bone with two or more children, turned about
+     its axis so that their spread matches (the IK solution), each by a learned amount in [0, 1] times a prior
+     on how far a direction of that length can be trusted under the position error; then a learned residual
+     (twist and corrections, read from image and context) and a per-clip twist about the bone axis pooled over
+     the whole window. Parents are placed before children by `chain_passes` parallel passes (no sequential
+     loop over joints); local rotation = rest_relative^T @ parent^T @ own.
      Stage 2 is told how wrong the positions may be (per joint, fraction of rig height): from stage 1's
      confidence at run time, the known noise level when it is trained or measured on given positions.
      Gradients flow from stage 2 into stage 1.
@@ -37,7 +41,7 @@ from torch import nn
 
 from mocap_blender.core.preprocess import N_JOINT_FEATURES, feature_slices
 from .encoder import IMAGENET_MEAN, IMAGENET_STD, build_encoder
-from .geometry import matrix_to_sixd, mm3, mv3, sixd_to_matrix, swing_between, twist_y
+from .geometry import matrix_to_sixd, mm3, mv3, sixd_to_matrix, swing_between, twist_towards, twist_y
 
 FORMAT_VERSION = 2  # bump when inputs/outputs/metadata change meaning; the runtime refuses other versions
 N_EDGE_TYPES = 6
@@ -62,8 +66,10 @@ class ModelConfig:
     n_joint_features: int = N_JOINT_FEATURES
     stage2_images: bool = True  # rotation tokens cross-attend to the image (False = image-free ablation)
     clip_twist: bool = True  # per-clip twist offset pooled over the window
-    swing_length: float = 0.03  # bone length (fraction of rig height) at which the swing prior is one half
+    swing_err: float = 1.0  # the pose is followed where a bone is long against swing_err x its position error...
+    swing_floor: float = 0.002  # ... + this (fraction of rig height): exact positions are followed even on tiny bones
     aim_children_below: float = 0.02  # bones shorter than this (fraction of height) aim at their children's heads
+    chain_passes: int = 16  # stage 2 places bones from their parents' placement this many times (chain levels)
     freeze_encoder: bool = True
     dropout: float = 0.0
     extra: dict = field(default_factory=dict)
@@ -235,10 +241,10 @@ class MocapNet(nn.Module):
         self.tok12 = nn.Linear(d, d)
         self.stage2 = nn.ModuleList([Block(cfg, cfg.stage2_images, True) for _ in range(cfg.stage2_layers)])
         self.n2 = nn.LayerNorm(d)
-        self.rot_head = nn.Linear(d, 6 + 1)  # residual 6D (in the bone's frame), swing amount logit
+        self.rot_head = nn.Linear(d, 6 + 2)  # residual 6D (in the bone's frame), swing and turn amount logits
         nn.init.zeros_(self.rot_head.weight), nn.init.zeros_(self.rot_head.bias)
         with torch.no_grad():
-            self.rot_head.bias[6] = 0.0  # follow the pose halfway at first (times the length prior)
+            self.rot_head.bias[6:8] = 1.5  # follow the pose mostly at first (times the length / error prior)
         self.fs = feature_slices()
         self.twist_pool = nn.Linear(d, 1)
         self.twist_head = mlp(d, 2, d)
@@ -252,18 +258,28 @@ class MocapNet(nn.Module):
     def aim_fn(self, parents, length, joint_pad):
         """Where each bone points, as a function of (heads, tails) (B, T, J, 3): its tail, or, for a bone too
         short to show a direction (imported rigs often have them: glTF has no tails), the mean of its
-        children's heads. parents (B, J), length (B, J, 1) rest length / height, joint_pad (B, J)."""
+        children's heads. parents (B, J), length (B, J, 1) rest length / height, joint_pad (B, J).
+        Also returns `across(heads)`: for a bone with two or more children, the vector from its last child's
+        head to its first's, which shows the bone's turn about its own axis (hips, chest, a head with ears);
+        and `has_two` (B, 1, J, 1)."""
         j = parents.shape[1]
         valid = ((joint_pad > -1.0) & (torch.arange(j) > 0)).to(length.dtype)  # (B, J) real non-root joints
         idx = torch.arange(j, device=parents.device)
         child = (parents[:, None, :] == idx[None, :, None]).to(length.dtype) * valid[:, None, :]  # (B, J par, J kid)
         n_kids = child.sum(-1, keepdim=True)  # (B, J, 1)
         use_kids = ((n_kids > 0) & (length < self.cfg.aim_children_below)).to(length.dtype)[:, None]  # (B,1,J,1)
-        child = (child / n_kids.clamp_min(1.0))[:, None]  # (B, 1, J, J)
+        count = torch.cumsum(child, -1)  # (B, J, J) children of the row up to each column
+        first = (child * (count == 1).to(child.dtype))[:, None]  # (B, 1, J, J) the lowest-index child
+        last = (child * (count == n_kids).to(child.dtype))[:, None]  # and the highest
+        has_two = (n_kids >= 2).to(length.dtype)[:, None]  # (B, 1, J, 1)
+        mean_kid = (child / n_kids.clamp_min(1.0))[:, None]  # (B, 1, J, J)
 
         def aim(heads, tails):
-            return use_kids * (child @ heads - heads) + (1.0 - use_kids) * (tails - heads)
-        return aim
+            return use_kids * (mean_kid @ heads - heads) + (1.0 - use_kids) * (tails - heads)
+
+        def across(heads):
+            return (first - last) @ heads
+        return aim, across, has_two
 
     def bone_distance(self, uv):
         """uv (B, T, J, 2[head, tail], 2) -> (B, T, J, N): squared distance from each image token centre to the
@@ -322,10 +338,11 @@ class MocapNet(nn.Module):
             valid = (joint_pad > -1.0).to(h1.dtype)[:, None, :, None]  # (B, 1, J, 1)
             pooled = (h1 * valid).sum(2) / valid.sum(2)  # (B, T, D)
             r = self.root_head(torch.cat([h1[:, :, 0], pooled], -1))  # (B, T, 7)
-            # root orientation (camera frame) = the reference's @ a residual; a first guess of the pose = the
-            # reference pose carried by it + a residual, so that the untrained network holds the reference pose
+            # root orientation (camera frame) = a turn in the camera frame (what the picture shows, whatever way
+            # the rig's root bone is set up) @ the reference's; a first guess of the pose = the reference pose
+            # carried by it + a residual, so that the untrained network holds the reference pose
             ref_root = sixd_to_matrix(joint_feats[:, 0, self.fs["ref_root_cam6d"]])[:, None]  # (B, 1, 3, 3)
-            root_rot = mm3(ref_root, sixd_to_matrix(r[..., :6] + torch.tensor([1.0, 0, 0, 0, 1.0, 0])))  # (B,T,3,3)
+            root_rot = mm3(sixd_to_matrix(r[..., :6] + torch.tensor([1.0, 0, 0, 0, 1.0, 0])), ref_root)  # (B,T,3,3)
             g = self.guess_head(h1)  # (B, T, J, 6)
             head0 = mv3(root_rot[:, :, None], joint_feats[:, None, :, self.fs["ref_head"]]) + g[..., :3] - g[..., :1, :3]
             tail0 = mv3(root_rot[:, :, None], joint_feats[:, None, :, self.fs["ref_tail"]]) + g[..., 3:] - g[..., :1, :3]
@@ -386,30 +403,58 @@ class MocapNet(nn.Module):
             x = blk(x, blk.skel.graph_bias(hops, edge_type, local_mask, joint_pad), blk.time.time_bias(t),
                     use_img, bone_d2)
         h2 = self.n2(x)  # (B, T, J, D)
-        r = self.rot_head(h2)  # (B, T, J, 7)
+        r = self.rot_head(h2)  # (B, T, J, 8)
         fs = self.fs
         ref_head, ref_tail = joint_feats[..., fs["ref_head"]][:, None], joint_feats[..., fs["ref_tail"]][:, None]
-        aim = self.aim_fn(parents, joint_feats[..., fs["length"]], joint_pad)
-        ref_dir = aim(ref_head, ref_tail)  # (B, 1, J, 3)
+        aim, across, has_two = self.aim_fn(parents, joint_feats[..., fs["length"]], joint_pad)
         ref_glob = sixd_to_matrix(joint_feats[..., fs["ref_global6d"]])[:, None]  # (B, 1, J, 3, 3) root frame
-        obs_dir = aim(head_can, tail_can)  # (B, T, J, 3)
-        # how far to follow the pose: learned, times a length prior (bones shorter than ~3% of the rig height
-        # turn wildly under small position errors, so they keep the reference unless the network is sure)
-        length2 = torch.minimum((obs_dir * obs_dir).sum(-1, keepdim=True), (ref_dir * ref_dir).sum(-1, keepdim=True))
-        amount = torch.sigmoid(r[..., 6:7]) * length2 / (length2 + self.cfg.swing_length ** 2)
-        swing = swing_between(ref_dir, obs_dir, amount)  # (B, T, J, 3, 3)
+        rest_rel = sixd_to_matrix(joint_feats[..., fs["rest_relative6d"]])[:, None]  # (B, 1, J, 3, 3)
+        ref_local = mm3(rest_rel, sixd_to_matrix(ref_rot6d)[:, None])  # the bone in its parent's frame, reference
+        # where the bone aims and how its children spread, in its own frame (the reference's: fixed to the bone)
+        ref_glob_t = ref_glob.transpose(-1, -2)
+        own_dir = mv3(ref_glob_t, aim(ref_head, ref_tail))  # (B, 1, J, 3)
+        own_x = mv3(ref_glob_t, across(ref_head))
+        obs_dir, obs_x = aim(head_can, tail_can), across(head_can)  # (B, T, J, 3)
+        # how far to follow the pose (the IK solution): learned, times a prior on how far a direction of this
+        # length can be trusted given the position error (a bone of 1% of the height turns wildly under 2% noise
+        # and keeps the reference unless the network is sure; exact positions are followed on any bone)
+        err2 = (self.cfg.swing_err * pos_err + self.cfg.swing_floor) ** 2 + 1e-12  # (B, T, J, 1)
+        length2 = torch.minimum((obs_dir * obs_dir).sum(-1, keepdim=True), (own_dir * own_dir).sum(-1, keepdim=True))
+        amount = torch.sigmoid(r[..., 6:7]) * length2 / (length2 + err2)  # (B, T, J, 1)
+        turn_gate = has_two * amount * torch.sigmoid(r[..., 7:8])
         delta = sixd_to_matrix(r[..., :6] + torch.tensor([1.0, 0, 0, 0, 1.0, 0]))  # (B, T, J, 3, 3)
-        glob = mm3(mm3(swing, ref_glob), delta)  # each bone's rotation in the (posed) root frame
         if self.cfg.clip_twist:
             w = torch.softmax(self.twist_pool(h2), dim=1)  # (B, T, J, 1) attention over the window
             clip = (w * h2).sum(1)  # (B, J, D)
             cs = self.twist_head(clip) + torch.tensor([1.0, 0.0])  # (B, J, 2)
-            glob = mm3(glob, twist_y(cs)[:, None])  # per-clip twist about each bone's own axis
-        eye = torch.eye(3, dtype=glob.dtype).expand(b, t, 1, 3, 3)
-        glob = torch.cat([eye, glob[:, :, 1:]], 2)  # the root frame itself
+            delta = mm3(delta, twist_y(cs)[:, None])  # per-clip twist about each bone's own axis
+        eye = torch.eye(3, dtype=delta.dtype).expand(b, t, 1, 3, 3)
         idx = parents[:, None, :, None, None].expand(b, t, j, 3, 3)
+
+        def perp2(u, v):
+            u = u / torch.sqrt((u * u).sum(-1, keepdim=True) + 1e-8)
+            v = v - (v * u).sum(-1, keepdim=True) * u
+            return (v * v).sum(-1, keepdim=True)
+
+        def place(parent_glob):
+            """Each bone's rotation in the (posed) root frame given its parent's: the reference's local rotation
+            carried by the parent, swung so that the bone points where the pose says, turned about its axis so
+            that its children's spread matches (each by the amounts above), then the learned residual."""
+            base = mm3(parent_glob, ref_local)  # (B, T, J, 3, 3)
+            swing = swing_between(mv3(base, own_dir), obs_dir, amount)
+            sb = mm3(swing, base)
+            axis, bx = mv3(sb, own_dir), mv3(sb, own_x)
+            spread2 = torch.minimum(perp2(axis, bx), perp2(axis, obs_x))
+            turn = twist_towards(axis, bx, obs_x, turn_gate * spread2 / (spread2 + err2))
+            g = mm3(mm3(turn, sb), delta)
+            return torch.cat([eye, g[:, :, 1:]], 2)  # the root frame itself
+
+        # parents first as in the reference pose, then as placed: each pass makes one more level of every chain
+        # exact (a bone's twist follows its parent's, as a twist relative to the parent does; no sequential loop)
+        glob = place(torch.gather(ref_glob.expand(b, t, j, 3, 3), 2, idx))
+        for _ in range(self.cfg.chain_passes - 1):
+            glob = place(torch.gather(glob, 2, idx))
         parent_glob = torch.gather(glob, 2, idx)  # (B, T, J, 3, 3)
-        rest_rel = sixd_to_matrix(joint_feats[..., fs["rest_relative6d"]])[:, None]  # (B, 1, J, 3, 3)
         rot = mm3(mm3(rest_rel.transpose(-1, -2), parent_glob.transpose(-1, -2)), glob)  # local (matrix_basis)
         out.update(rot=rot, rot6d=matrix_to_sixd(rot), head_can=head_can, tail_can=tail_can)
         return out

@@ -47,7 +47,7 @@ class TrainConfig:
     steps_b: int = 350  # video -> pose
     steps_c: int = 650  # joint, scheduled sampling of predicted poses
     p_matched: float = 0.35  # share of samples whose reference pose is a (flagged) frame of the window
-    pos_noise: float = 0.015  # largest std (fraction of rig height) of the noise on poses fed to stage 2
+    pos_noise: float = 0.025  # largest std (fraction of rig height) of the noise on poses fed to stage 2
     tiny_bones: float = 0.3  # share of clips whose bones are shrunk to 0.1-1% of the height, like imported glTF rigs
     save_every: int = 100
     log_every: int = 20
@@ -96,6 +96,7 @@ class Clip:
         cam = d["cam_world"].astype(np.float64)  # (T, 4, 4)
         c = cam[:, :3, :3] / np.cbrt(np.linalg.det(cam[:, :3, :3]))[:, None, None]
         self.cam_to_arm = np.swapaxes(w, -1, -2)[None] @ c  # (T, 3, 3)
+        self.up = w[2] / np.linalg.norm(w[2])  # the world's up in armature space
         a2c = np.swapaxes(self.cam_to_arm, -1, -2)  # armature -> camera
         root = heads[:, :1]
         self.head_cam = np.einsum("tab,tjb->tja", a2c, heads - root) / h
@@ -141,16 +142,23 @@ def load_clips(dirs, names=None, log=print) -> dict:
 # References and samples
 # ----------------------------------------------------------------------------------------------------------
 
-def perturb_reference(ref: np.ndarray, rng, swing_deg: float = 12.0, twist_deg: float = 25.0) -> np.ndarray:
-    """Per-bone random swing and twist offsets (like the same rig posed in another clip)."""
+def perturb_reference(ref: np.ndarray, rng, swing_deg: float = 12.0, twist_deg: float = 25.0, root_rest=None,
+                      up=None) -> np.ndarray:
+    """Per-bone random swing and twist offsets (like the same rig posed in another clip); in some, the root faces
+    another way: turned about the world's up (root_rest: the root's rest rotation in armature space, up: the
+    world's up in armature space), as a creature turns; without them, anywhere."""
     j = ref.shape[0]
     sw = rng.normal(0, 1, (j, 3)) * np.radians(swing_deg) * rng.uniform(0, 1)
     sw[:, 1] = 0.0
     tw = np.zeros((j, 3))
     tw[:, 1] = rng.normal(0, 1, j) * np.radians(twist_deg) * rng.uniform(0, 1)
     out = rotvec_to_matrix(sw) @ ref @ rotvec_to_matrix(tw)
-    if rng.random() < 0.5:  # the root of another clip faces anywhere
-        out[0] = rotvec_to_matrix(rng.normal(0, 1.5, 3))
+    if rng.random() < 0.4:  # the root of another clip faces another way
+        if root_rest is None or up is None:
+            out[0] = rotvec_to_matrix(rng.normal(0, 1.5, 3))
+        else:  # global' = Rz @ global, global = rest @ basis  ->  basis' = rest^T Rz rest basis
+            turn = rotvec_to_matrix(up * rng.uniform(-np.pi, np.pi))
+            out[0] = root_rest.T @ turn @ root_rest @ ref[0]
     return out
 
 
@@ -162,13 +170,14 @@ def choose_reference(clip: Clip, start: int, t: int, rng, p_matched: float, prot
         return clip.basis[start + k].copy(), k, clip.cam_to_arm[start + k]
     outside = [i for i in range(clip.n_frames) if i < start or i >= start + t]
     i = int(rng.choice(outside)) if outside else int(rng.integers(0, clip.n_frames))
-    return perturb_reference(clip.basis[i], rng), None, clip.cam_to_arm[start]
+    return (perturb_reference(clip.basis[i], rng, root_rest=clip.skel.rest[0, :3, :3], up=clip.up), None,
+            clip.cam_to_arm[start])
 
 
 def smooth_noise(rng, shape, sigma: float, white: float = 0.15) -> np.ndarray:
-    """Position noise like a video-to-pose stage makes: mostly a slowly varying offset per joint, a little
-    independent jitter (axis 0 = time). Mostly-white noise made stage 2 follow the jitter (measured: rotation
-    error above "hold" after 500 steps), so the jitter share is small."""
+    """Position noise like a video-to-pose stage makes: a slowly varying offset per joint and independent
+    jitter (axis 0 = time), `white` the jitter's share. Only-white noise made stage 2 follow the jitter (measured:
+    rotation error above "hold" after 500 steps, before stage 2 was told the error), so samples mix both."""
     t = shape[0]
     slow = rng.normal(0, 1, (1,) + tuple(shape[1:])) + np.cumsum(rng.normal(0, 0.1, shape), axis=0) / np.sqrt(
         max(t, 1)) * 2.0
@@ -194,9 +203,10 @@ def make_sample(clip: Clip, t: int, rng, cfg: TrainConfig, feats=None, protocol=
              log_depth=clip.log_depth[sl], rot=clip.basis[sl])
     sigma = cfg.pos_noise * rng.uniform(0, 1) if rng.random() < 0.7 else 0.0
     s["pos_err"] = np.full((t, clip.n_joints, 1), sigma * math.sqrt(3.0))  # expected error per joint
-    s["noisy_head_can"] = clip.head_can[sl] + smooth_noise(rng, clip.head_can[sl].shape, sigma)
-    s["noisy_tail_can"] = clip.tail_can[sl] + smooth_noise(rng, clip.tail_can[sl].shape, sigma)
-    s["noisy_head_cam"] = clip.head_cam[sl] + smooth_noise(rng, clip.head_cam[sl].shape, sigma)
+    white = rng.uniform(0.15, 1.0)
+    s["noisy_head_can"] = clip.head_can[sl] + smooth_noise(rng, clip.head_can[sl].shape, sigma, white)
+    s["noisy_tail_can"] = clip.tail_can[sl] + smooth_noise(rng, clip.tail_can[sl].shape, sigma, white)
+    s["noisy_head_cam"] = clip.head_cam[sl] + smooth_noise(rng, clip.head_cam[sl].shape, sigma, white)
     if feats is not None:
         s["f8"], s["f16"], s["f32"] = feats[0][sl], feats[1][sl], feats[2][sl]
     if frames is not None:

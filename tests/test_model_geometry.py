@@ -47,3 +47,51 @@ def test_swing_between_takes_a_to_b():
     assert np.all(R.geodesic_angle(half.numpy(), np.eye(3)) < full_angle + 1e-9)
     zero = swing_between(torch.from_numpy(a), torch.from_numpy(b), torch.zeros(30, 1, dtype=torch.float64))
     np.testing.assert_allclose(zero.numpy(), np.broadcast_to(np.eye(3), (30, 3, 3)), atol=1e-9)
+
+
+def test_stage2_prior_is_the_ik_solution_on_exact_positions():
+    """With exact positions (told: error 0) and the learned parts neutral, stage 2 swings each bone onto its
+    observed direction and turns a bone with two or more children about its axis until their spread matches:
+    those bones' rotations (and their children's local rotations) are the truth, whatever the reference."""
+    from mocap_blender.core import preprocess
+    from models.model import MocapNet, ModelConfig
+    from mocap_blender.core.skeleton import Skeleton
+    rng = np.random.default_rng(3)
+    # a random tree whose children sit around (not exactly at) their parent's tail, as hips carry legs
+    parents = np.array([-1] + [int(rng.integers(0, i)) for i in range(1, 24)])
+    rest, tails = np.tile(np.eye(4), (24, 1, 1)), np.zeros((24, 3))
+    for i in range(24):
+        r = R.rotvec_to_matrix(rng.normal(0, 1.0, 3))
+        head = np.zeros(3) if i == 0 else tails[parents[i]] + rng.normal(0, 0.05, 3)
+        rest[i, :3, :3], rest[i, :3, 3] = r, head
+        tails[i] = head + r[:, 1] * rng.uniform(0.05, 0.3)
+    skel = Skeleton.from_arrays([f"b{i}" for i in range(24)], parents, rest, tails)
+    t = 4
+    truth = R.rotvec_to_matrix(rng.normal(0, 0.6, (t, 24, 3)))
+    ref = R.rotvec_to_matrix(rng.normal(0, 0.6, (24, 3)))
+    head_can, tail_can = canonical_positions(skel, forward_kinematics(skel, truth))
+    net = MocapNet(ModelConfig(encoder="small8", img_size=64, dim=32, stage1_layers=1, stage2_layers=1,
+                               swing_floor=0.0), pretrained=False).double().eval()
+    with torch.no_grad():
+        net.rot_head.bias[6:8] = 40.0  # follow the positions fully; the residual and clip twist start at zero
+    rig = preprocess.make_rig_inputs(skel, ref)
+    f = lambda a: torch.from_numpy(np.asarray(a, dtype=np.float64))[None]
+    with torch.no_grad():
+        out = net(None, f(rig["joint_feats"]), f(rig["ref_rot6d"]), torch.from_numpy(rig["parents"])[None],
+                  torch.from_numpy(rig["hops"])[None], torch.from_numpy(rig["edge_type"])[None],
+                  f(rig["local_mask"]), f(preprocess.make_ref_flag(t, None)),
+                  pose_override={"head_can": f(head_can), "tail_can": f(tail_can),
+                                 "pos_err": torch.zeros(1, t, 24, 1, dtype=torch.float64)})
+    rot = out["rot"][0].numpy()
+    kids = np.bincount(skel.parents[1:], minlength=24)
+    full = {0} | {j for j in range(1, 24) if kids[j] >= 2}  # rotation fully shown by the positions
+    check = [j for j in range(1, 24) if j in full and skel.parents[j] in full]
+    assert len(check) >= 3
+    # (the angle from the rotation vector: acos of the trace loses ~0.03 degrees near zero)
+    err = np.degrees(np.linalg.norm(R.matrix_to_rotvec(np.swapaxes(truth[:, check], -1, -2) @ rot[:, check]), axis=-1))
+    assert err.max() < 1e-3, err.max()
+    # and a bone with one child still points where its tail is (its twist comes from the reference)
+    one = [j for j in range(1, 24) if kids[j] < 2 and skel.parents[j] in full]
+    heads, tails = canonical_positions(skel, forward_kinematics(skel, rot))
+    unit = lambda v: v / np.linalg.norm(v, axis=-1, keepdims=True)
+    np.testing.assert_allclose(unit(tails - heads)[:, one], unit(tail_can - head_can)[:, one], atol=1e-5)

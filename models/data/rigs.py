@@ -127,6 +127,8 @@ class _Builder:
         self.kind_pool = rng.choice(5, size=rng.integers(2, 5), replace=False)
         self.roll_style = rng.choice(["zero", "right", "random", "mixed"])
         self.n_limbs = 0
+        # some bodies are bulky (a bee, a manta, a fox: the real rigs are mostly volume, not sticks)
+        self.bulk = float(rng.uniform(1.6, 3.2)) if rng.random() < 0.4 else 1.0
 
     def new_limb(self) -> int:
         self.n_limbs += 1
@@ -143,7 +145,8 @@ class _Builder:
         if aspect is None:
             aspect = rng.uniform(0.35, 0.8)
         self.b.append(dict(name=name, parent=parent, head=head, tail=tail, role=role, deform=deform, limb=limb,
-                           side=side, pos=pos, kind=kind, radius=max(1.4 * radius, 0.012 * self.s), aspect=aspect))
+                           side=side, pos=pos, kind=kind, radius=max(1.4 * radius * self.bulk, 0.012 * self.s),
+                           aspect=aspect))
         return len(self.b) - 1
 
     def chain(self, name, parent, start, dirs, lengths, role, *, radius, limb=-1, side=0.0, taper=1.0,
