@@ -98,3 +98,22 @@ def test_fork_with_a_training_encoder_reads_frames(shards):
     assert ck["step"] == 4 and ModelConfig.from_dict(ck["config"]).encoder == "small4"
     assert not torch.equal(ck["model"]["joint_in.0.weight"], a["model"]["joint_in.0.weight"])  # trained on
     assert "initialised from" in (Path(fork.run) / "train.log").read_text()
+
+
+def test_other_reference_turns_the_root_about_the_worlds_up():
+    """An "other clip" reference whose root faces another way has turned about the world's up only: the root's
+    global axes keep their height, whatever the root's rest frame and the armature's orientation."""
+    from models.train import perturb_reference
+    rng = np.random.default_rng(4)
+    ref = rotvec_to_matrix(rng.normal(0, 0.5, (6, 3)))
+    root_rest = rotvec_to_matrix(rng.normal(0, 1.0, 3))
+    up = rotvec_to_matrix(rng.normal(0, 1.0, 3))[:, 2]  # a rotated armature: up is not +Z in its space
+    turned = 0
+    for _ in range(40):
+        out = perturb_reference(ref, rng, swing_deg=0.0, twist_deg=0.0, root_rest=root_rest, up=up)
+        if np.allclose(out[0], ref[0], atol=1e-9):
+            continue
+        turned += 1
+        g0, g1 = root_rest @ ref[0], root_rest @ out[0]
+        np.testing.assert_allclose(up @ g1, up @ g0, atol=1e-9)  # each axis keeps its height
+    assert 5 < turned < 35  # some references turn (40% of them), most do not
