@@ -67,6 +67,12 @@ def swing_between(a: torch.Tensor, b: torch.Tensor, amount: torch.Tensor) -> tor
     return quat_to_matrix(q)
 
 
+def across(v: torch.Tensor, axis: torch.Tensor) -> torch.Tensor:
+    """The part of v (..., 3) perpendicular to axis (..., 3)."""
+    y = axis / torch.sqrt((axis * axis).sum(-1, keepdim=True) + EPS)
+    return v - (v * y).sum(-1, keepdim=True) * y
+
+
 def frame_from(p: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
     """Orthonormal frame (..., 3, 3), columns [x, y, z]: y along p (a bone's axis, as in Blender), x along the
     part of s perpendicular to p, z = x cross y. Degenerate s gives some frame; callers weight it out."""
@@ -82,17 +88,14 @@ def twist_towards(p: torch.Tensor, a: torch.Tensor, b: torch.Tensor, amount: tor
     or b has no part across p (a bone with one child): then some fixed direction across p stands in for a."""
     y = p / torch.sqrt((p * p).sum(-1, keepdim=True) + EPS)
 
-    def across(v):
-        return v - (v * y).sum(-1, keepdim=True) * y
-
     def unit(v):
         return v / torch.sqrt((v * v).sum(-1, keepdim=True) + EPS)
     cx = torch.cross(y, torch.tensor([1.0, 0.0, 0.0], dtype=y.dtype).expand_as(y), dim=-1)
     cz = torch.cross(y, torch.tensor([0.0, 0.0, 1.0], dtype=y.dtype).expand_as(y), dim=-1)
     fallback = torch.where((cx * cx).sum(-1, keepdim=True) > 0.25, cx, cz)  # across y, never zero
-    pa = across(a)
+    pa = across(a, y)
     ua = unit(torch.where((pa * pa).sum(-1, keepdim=True) > 1e-10, pa, fallback))
-    target = (1.0 - amount) * ua + amount * unit(across(b))
+    target = (1.0 - amount) * ua + amount * unit(across(b, y))
     target = torch.where((target * target).sum(-1, keepdim=True) > 1e-6, target, ua)
     return mm3(frame_from(p, target), frame_from(p, ua).transpose(-1, -2))
 

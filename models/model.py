@@ -41,7 +41,7 @@ from torch import nn
 
 from mocap_blender.core.preprocess import N_JOINT_FEATURES, feature_slices
 from .encoder import IMAGENET_MEAN, IMAGENET_STD, build_encoder
-from .geometry import matrix_to_sixd, mm3, mv3, sixd_to_matrix, swing_between, twist_towards, twist_y
+from .geometry import across, matrix_to_sixd, mm3, mv3, sixd_to_matrix, swing_between, twist_towards, twist_y
 
 FORMAT_VERSION = 2  # bump when inputs/outputs/metadata change meaning; the runtime refuses other versions
 N_EDGE_TYPES = 6
@@ -259,7 +259,7 @@ class MocapNet(nn.Module):
         """Where each bone points, as a function of (heads, tails) (B, T, J, 3): its tail, or, for a bone too
         short to show a direction (imported rigs often have them: glTF has no tails), the mean of its
         children's heads. parents (B, J), length (B, J, 1) rest length / height, joint_pad (B, J).
-        Also returns `across(heads)`: for a bone with two or more children, the vector from its last child's
+        Also returns `spread(heads)`: for a bone with two or more children, the vector from its last child's
         head to its first's, which shows the bone's turn about its own axis (hips, chest, a head with ears);
         and `has_two` (B, 1, J, 1)."""
         j = parents.shape[1]
@@ -277,9 +277,9 @@ class MocapNet(nn.Module):
         def aim(heads, tails):
             return use_kids * (mean_kid @ heads - heads) + (1.0 - use_kids) * (tails - heads)
 
-        def across(heads):
+        def spread(heads):
             return (first - last) @ heads
-        return aim, across, has_two
+        return aim, spread, has_two
 
     def bone_distance(self, uv):
         """uv (B, T, J, 2[head, tail], 2) -> (B, T, J, N): squared distance from each image token centre to the
@@ -406,15 +406,15 @@ class MocapNet(nn.Module):
         r = self.rot_head(h2)  # (B, T, J, 8)
         fs = self.fs
         ref_head, ref_tail = joint_feats[..., fs["ref_head"]][:, None], joint_feats[..., fs["ref_tail"]][:, None]
-        aim, across, has_two = self.aim_fn(parents, joint_feats[..., fs["length"]], joint_pad)
+        aim, spread, has_two = self.aim_fn(parents, joint_feats[..., fs["length"]], joint_pad)
         ref_glob = sixd_to_matrix(joint_feats[..., fs["ref_global6d"]])[:, None]  # (B, 1, J, 3, 3) root frame
         rest_rel = sixd_to_matrix(joint_feats[..., fs["rest_relative6d"]])[:, None]  # (B, 1, J, 3, 3)
         ref_local = mm3(rest_rel, sixd_to_matrix(ref_rot6d)[:, None])  # the bone in its parent's frame, reference
         # where the bone aims and how its children spread, in its own frame (the reference's: fixed to the bone)
         ref_glob_t = ref_glob.transpose(-1, -2)
         own_dir = mv3(ref_glob_t, aim(ref_head, ref_tail))  # (B, 1, J, 3)
-        own_x = mv3(ref_glob_t, across(ref_head))
-        obs_dir, obs_x = aim(head_can, tail_can), across(head_can)  # (B, T, J, 3)
+        own_x = mv3(ref_glob_t, spread(ref_head))
+        obs_dir, obs_x = aim(head_can, tail_can), spread(head_can)  # (B, T, J, 3)
         # how far to follow the pose (the IK solution): learned, times a prior on how far a direction of this
         # length can be trusted given the position error (a bone of 1% of the height turns wildly under 2% noise
         # and keeps the reference unless the network is sure; exact positions are followed on any bone)
@@ -431,11 +431,6 @@ class MocapNet(nn.Module):
         eye = torch.eye(3, dtype=delta.dtype).expand(b, t, 1, 3, 3)
         idx = parents[:, None, :, None, None].expand(b, t, j, 3, 3)
 
-        def perp2(u, v):
-            u = u / torch.sqrt((u * u).sum(-1, keepdim=True) + 1e-8)
-            v = v - (v * u).sum(-1, keepdim=True) * u
-            return (v * v).sum(-1, keepdim=True)
-
         def place(parent_glob):
             """Each bone's rotation in the (posed) root frame given its parent's: the reference's local rotation
             carried by the parent, swung so that the bone points where the pose says, turned about its axis so
@@ -444,7 +439,8 @@ class MocapNet(nn.Module):
             swing = swing_between(mv3(base, own_dir), obs_dir, amount)
             sb = mm3(swing, base)
             axis, bx = mv3(sb, own_dir), mv3(sb, own_x)
-            spread2 = torch.minimum(perp2(axis, bx), perp2(axis, obs_x))
+            bx, ox = across(bx, axis), across(obs_x, axis)
+            spread2 = torch.minimum((bx * bx).sum(-1, keepdim=True), (ox * ox).sum(-1, keepdim=True))
             turn = twist_towards(axis, bx, obs_x, turn_gate * spread2 / (spread2 + err2))
             g = mm3(mm3(turn, sb), delta)
             return torch.cat([eye, g[:, :, 1:]], 2)  # the root frame itself
