@@ -92,8 +92,9 @@ def dummy_inputs(cfg: ModelConfig, t: int = 8, j: int = 12, seed: int = 0):
             rig["local_mask"], flag)
 
 
-def random_skeleton(j: int, rng):
-    """A random tree rig (parent-first) for tests and tracing."""
+def random_skeleton(j: int, rng, child_offset: float = 0.0):
+    """A random tree rig (parent-first) for tests and tracing. child_offset > 0: children's heads sit around
+    (normal, this std), not exactly at, their parent's tail, as hips carry legs."""
     from mocap_blender.core.rotations import rotvec_to_matrix
     from mocap_blender.core.skeleton import Skeleton
     parents = np.array([-1] + [int(rng.integers(0, i)) for i in range(1, j)])
@@ -102,6 +103,8 @@ def random_skeleton(j: int, rng):
     for i in range(j):
         r = rotvec_to_matrix(rng.normal(0, 1.0, 3))
         head = np.zeros(3) if i == 0 else tails[parents[i]]
+        if i and child_offset:
+            head = head + rng.normal(0, child_offset, 3)
         rest[i, :3, :3], rest[i, :3, 3] = r, head
         tails[i] = head + r[:, 1] * rng.uniform(0.05, 0.3)
     return Skeleton.from_arrays([f"b{i}" for i in range(j)], parents, rest, tails)

@@ -55,17 +55,8 @@ def test_stage2_prior_is_the_ik_solution_on_exact_positions():
     those bones' rotations (and their children's local rotations) are the truth, whatever the reference."""
     from mocap_blender.core import preprocess
     from models.model import MocapNet, ModelConfig
-    from mocap_blender.core.skeleton import Skeleton
     rng = np.random.default_rng(3)
-    # a random tree whose children sit around (not exactly at) their parent's tail, as hips carry legs
-    parents = np.array([-1] + [int(rng.integers(0, i)) for i in range(1, 24)])
-    rest, tails = np.tile(np.eye(4), (24, 1, 1)), np.zeros((24, 3))
-    for i in range(24):
-        r = R.rotvec_to_matrix(rng.normal(0, 1.0, 3))
-        head = np.zeros(3) if i == 0 else tails[parents[i]] + rng.normal(0, 0.05, 3)
-        rest[i, :3, :3], rest[i, :3, 3] = r, head
-        tails[i] = head + r[:, 1] * rng.uniform(0.05, 0.3)
-    skel = Skeleton.from_arrays([f"b{i}" for i in range(24)], parents, rest, tails)
+    skel = random_skeleton(24, rng, child_offset=0.05)  # children around their parent's tail: turns show
     t = 4
     truth = R.rotvec_to_matrix(rng.normal(0, 0.6, (t, 24, 3)))
     ref = R.rotvec_to_matrix(rng.normal(0, 0.6, (24, 3)))
