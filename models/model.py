@@ -15,6 +15,9 @@ Read top to bottom:
      picture (its layout at the root's depth, centred on where the joints are seen), read out by soft-argmax,
      trained with a cross-entropy towards the true cell; the image features there and those image coordinates
      refine the heads and tails per joint in the camera frame (root-relative, / rig height) and a confidence.
+     When the reference shows a frame of the window, the root turn and the pose residuals are taken relative
+     to theirs on that frame: it gets the reference exactly, and a bias the network reads into every frame of
+     an unfamiliar body cancels (`anchor_ref_frame`).
   6. Stage 2 (pose -> rotation): the stage-1 pose turned into the root's frame (canonical), plus the stage-1
      tokens and the image. Each bone's rotation starts from the reference's local rotation carried by its
      parent as placed (so a bone keeps its twist relative to its parent, as IK from the reference does),
@@ -25,7 +28,8 @@ Read top to bottom:
      the whole window. Parents are placed before children by `chain_passes` parallel passes (no sequential
      loop over joints); local rotation = rest_relative^T @ parent^T @ own.
      Stage 2 is told how wrong the positions may be (per joint, fraction of rig height): from stage 1's
-     confidence at run time, the known noise level when it is trained or measured on given positions.
+     confidence at run time, the known noise level when it is trained or measured on given positions; where
+     they are noisy it aims at their average over nearby frames (`smooth_frames`).
      Gradients flow from stage 2 into stage 1.
 
 Shapes: B batch, T frames, J joints, N image tokens per frame, D = cfg.dim. Masks are additive floats.
@@ -70,6 +74,10 @@ class ModelConfig:
     swing_floor: float = 0.002  # ... + this (fraction of rig height): exact positions are followed even on tiny bones
     aim_children_below: float = 0.02  # bones shorter than this (fraction of height) aim at their children's heads
     chain_passes: int = 16  # stage 2 places bones from their parents' placement this many times (chain levels)
+    smooth_frames: float = 1.0  # stage 2 aims at positions averaged over nearby frames (Gaussian std, frames)
+    # where they are noisy (by pos_err^2 / (pos_err^2 + swing_floor^2)); 0 = off
+    anchor_ref_frame: bool = True  # on the frame the reference shows, stage 1 gives the reference exactly (root
+    # orientation and pose); its residuals elsewhere are taken relative to that frame's
     freeze_encoder: bool = True
     dropout: float = 0.0
     extra: dict = field(default_factory=dict)
@@ -255,6 +263,26 @@ class MocapNet(nn.Module):
         with torch.no_grad():
             self.root_head[2].weight[:6].zero_(), self.root_head[2].bias[:6].zero_()
 
+    def anchored(self, x, ref_flag):
+        """x (B, T, J, C) a residual on the reference pose -> x less its value on the frame the reference shows
+        (ref_flag (B, T)), so that frame gets the reference exactly; unchanged without a reference frame."""
+        if not self.cfg.anchor_ref_frame:
+            return x
+        return x - (ref_flag[..., None, None] * x).sum(1, keepdim=True)
+
+    def smoothed(self, x, pos_err):
+        """x (B, T, J, 3) positions over the window -> averaged over nearby frames (Gaussian, `smooth_frames`)
+        where they are noisy (pos_err (B, T, J, 1)): independent jitter shrinks, exact positions are kept."""
+        sd = self.cfg.smooth_frames
+        if sd <= 0:
+            return x
+        idx = torch.arange(x.shape[1], dtype=x.dtype)
+        k = torch.exp(-0.5 * ((idx[:, None] - idx[None, :]) / sd) ** 2)  # (T, T)
+        k = k / k.sum(-1, keepdim=True)
+        avg = (k @ x.flatten(2)).view_as(x)
+        e2 = pos_err * pos_err
+        return x + e2 / (e2 + self.cfg.swing_floor ** 2 + 1e-12) * (avg - x)
+
     def aim_fn(self, parents, length, joint_pad):
         """Where each bone points, as a function of (heads, tails) (B, T, J, 3): its tail, or, for a bone too
         short to show a direction (imported rigs often have them: glTF has no tails), the mean of its
@@ -342,8 +370,13 @@ class MocapNet(nn.Module):
             # the rig's root bone is set up) @ the reference's; a first guess of the pose = the reference pose
             # carried by it + a residual, so that the untrained network holds the reference pose
             ref_root = sixd_to_matrix(joint_feats[:, 0, self.fs["ref_root_cam6d"]])[:, None]  # (B, 1, 3, 3)
-            root_rot = mm3(sixd_to_matrix(r[..., :6] + torch.tensor([1.0, 0, 0, 0, 1.0, 0])), ref_root)  # (B,T,3,3)
-            g = self.guess_head(h1)  # (B, T, J, 6)
+            turn = sixd_to_matrix(r[..., :6] + torch.tensor([1.0, 0, 0, 0, 1.0, 0]))  # (B, T, 3, 3)
+            if self.cfg.anchor_ref_frame:  # the turn relative to the reference frame's (none without one)
+                has_ref = ref_flag.sum(1)[:, None, None, None]  # (B, 1, 1, 1)
+                at_ref = (ref_flag[..., None, None] * turn).sum(1, keepdim=True) + (1.0 - has_ref) * torch.eye(3)
+                turn = mm3(turn, at_ref.transpose(-1, -2))
+            root_rot = mm3(turn, ref_root)  # (B, T, 3, 3)
+            g = self.anchored(self.guess_head(h1), ref_flag)  # (B, T, J, 6)
             head0 = mv3(root_rot[:, :, None], joint_feats[:, None, :, self.fs["ref_head"]]) + g[..., :3] - g[..., :1, :3]
             tail0 = mv3(root_rot[:, :, None], joint_feats[:, None, :, self.fs["ref_tail"]]) + g[..., 3:] - g[..., :1, :3]
             # find the head and tail on the fine grid: a heatmap over its cells, biased towards where the guess
@@ -366,6 +399,7 @@ class MocapNet(nn.Module):
             h1 = h1 + self.loc_in(torch.cat([seen, uv.flatten(-2), (uv - prior.view(b, t, j, 2, 2)).flatten(-2)],
                                             -1))
             p = self.pose_head(h1)  # (B, T, J, 7)
+            p = torch.cat([self.anchored(p[..., :6], ref_flag), p[..., 6:]], -1)
             head_cam = head0 + p[..., 0:3] - p[..., :1, 0:3]  # root-relative (B, T, J, 3)
             tail_cam = tail0 + p[..., 3:6] - p[..., :1, 0:3]
             confidence = torch.sigmoid(p[..., 6])
@@ -414,7 +448,8 @@ class MocapNet(nn.Module):
         ref_glob_t = ref_glob.transpose(-1, -2)
         own_dir = mv3(ref_glob_t, aim(ref_head, ref_tail))  # (B, 1, J, 3)
         own_x = mv3(ref_glob_t, spread(ref_head))
-        obs_dir, obs_x = aim(head_can, tail_can), spread(head_can)  # (B, T, J, 3)
+        obs_head, obs_tail = self.smoothed(head_can, pos_err), self.smoothed(tail_can, pos_err)
+        obs_dir, obs_x = aim(obs_head, obs_tail), spread(obs_head)  # (B, T, J, 3)
         # how far to follow the pose (the IK solution): learned, times a prior on how far a direction of this
         # length can be trusted given the position error (a bone of 1% of the height turns wildly under 2% noise
         # and keeps the reference unless the network is sure; exact positions are followed on any bone)

@@ -49,6 +49,12 @@ class TrainConfig:
     p_matched: float = 0.35  # share of samples whose reference pose is a (flagged) frame of the window
     pos_noise: float = 0.025  # largest std (fraction of rig height) of the noise on poses fed to stage 2
     tiny_bones: float = 0.3  # share of clips whose bones are shrunk to 0.1-1% of the height, like imported glTF rigs
+    # "other" references (another moment of the clip) are changed like the same rig posed in another clip: each
+    # bone swung and twisted by up to these (degrees, std), and the root turned about the world's up in a share
+    # (v6 used 12, 25, 0.4: its learned twist and root turn moved real rigs away from a good reference)
+    ref_swing_deg: float = 8.0
+    ref_twist_deg: float = 12.0
+    ref_turn: float = 0.2
     save_every: int = 100
     log_every: int = 20
     max_minutes: float = 1e9
@@ -142,8 +148,8 @@ def load_clips(dirs, names=None, log=print) -> dict:
 # References and samples
 # ----------------------------------------------------------------------------------------------------------
 
-def perturb_reference(ref: np.ndarray, rng, swing_deg: float = 12.0, twist_deg: float = 25.0, root_rest=None,
-                      up=None) -> np.ndarray:
+def perturb_reference(ref: np.ndarray, rng, swing_deg: float = 8.0, twist_deg: float = 12.0, root_rest=None,
+                      up=None, p_turn: float = 0.2) -> np.ndarray:
     """Per-bone random swing and twist offsets (like the same rig posed in another clip); in some, the root faces
     another way: turned about the world's up (root_rest: the root's rest rotation in armature space, up: the
     world's up in armature space), as a creature turns; without them, anywhere."""
@@ -153,7 +159,7 @@ def perturb_reference(ref: np.ndarray, rng, swing_deg: float = 12.0, twist_deg: 
     tw = np.zeros((j, 3))
     tw[:, 1] = rng.normal(0, 1, j) * np.radians(twist_deg) * rng.uniform(0, 1)
     out = rotvec_to_matrix(sw) @ ref @ rotvec_to_matrix(tw)
-    if rng.random() < 0.4:  # the root of another clip faces another way
+    if rng.random() < p_turn:  # the root of another clip faces another way
         if root_rest is None or up is None:
             out[0] = rotvec_to_matrix(rng.normal(0, 1.5, 3))
         else:  # global' = Rz @ global, global = rest @ basis  ->  basis' = rest^T Rz rest basis
@@ -162,16 +168,17 @@ def perturb_reference(ref: np.ndarray, rng, swing_deg: float = 12.0, twist_deg: 
     return out
 
 
-def choose_reference(clip: Clip, start: int, t: int, rng, p_matched: float, protocol: str | None = None):
+def choose_reference(clip: Clip, start: int, t: int, rng, cfg: "TrainConfig", protocol: str | None = None):
     """-> (ref_rot (J, 3, 3), index of the reference in the window or None, cam_to_arm at the reference)."""
-    protocol = protocol or ("matched" if rng.random() < p_matched else "other")
+    protocol = protocol or ("matched" if rng.random() < cfg.p_matched else "other")
     if protocol == "matched":
         k = int(rng.integers(0, t))
         return clip.basis[start + k].copy(), k, clip.cam_to_arm[start + k]
     outside = [i for i in range(clip.n_frames) if i < start or i >= start + t]
     i = int(rng.choice(outside)) if outside else int(rng.integers(0, clip.n_frames))
-    return (perturb_reference(clip.basis[i], rng, root_rest=clip.skel.rest[0, :3, :3], up=clip.up), None,
-            clip.cam_to_arm[start])
+    ref = perturb_reference(clip.basis[i], rng, cfg.ref_swing_deg, cfg.ref_twist_deg, clip.skel.rest[0, :3, :3],
+                            clip.up, cfg.ref_turn)
+    return ref, None, clip.cam_to_arm[start]
 
 
 def smooth_noise(rng, shape, sigma: float, white: float = 0.15) -> np.ndarray:
@@ -192,7 +199,7 @@ def make_sample(clip: Clip, t: int, rng, cfg: TrainConfig, feats=None, protocol=
     if start is None:
         start = int(rng.integers(0, clip.n_frames - t + 1))
     sl = slice(start, start + t)
-    ref, ref_k, ref_cam = choose_reference(clip, start, t, rng, cfg.p_matched, protocol)
+    ref, ref_k, ref_cam = choose_reference(clip, start, t, rng, cfg, protocol)
     rig = preprocess.make_rig_inputs(clip.skel, ref, ref_cam_to_arm=ref_cam)
     s = {k: rig[k] for k in ("joint_feats", "ref_rot6d", "hops", "edge_type", "local_mask")}
     s["rig_parents"] = rig["parents"]

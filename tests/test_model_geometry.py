@@ -86,3 +86,54 @@ def test_stage2_prior_is_the_ik_solution_on_exact_positions():
     heads, tails = canonical_positions(skel, forward_kinematics(skel, rot))
     unit = lambda v: v / np.linalg.norm(v, axis=-1, keepdims=True)
     np.testing.assert_allclose(unit(tails - heads)[:, one], unit(tail_can - head_can)[:, one], atol=1e-5)
+
+
+def test_reference_frame_gets_the_reference_exactly():
+    """Matched protocol: on the frame the reference shows, stage 1's root orientation is the reference's and its
+    pose is the reference pose carried by it, whatever the (here random) weights; without a reference frame the
+    residuals apply on every frame."""
+    from mocap_blender.core import preprocess
+    from models.export import dummy_inputs
+    from models.model import MocapNet, ModelConfig
+    torch.manual_seed(0)
+    cfg = ModelConfig(encoder="small8", img_size=64, dim=32, stage1_layers=1, stage2_layers=1)
+    net = MocapNet(cfg, pretrained=False).eval()
+    with torch.no_grad():  # non-zero residual heads
+        for p in net.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    frames, feats, ref6, parents, hops, edge, mask, _ = dummy_inputs(cfg, t=6, j=9)
+    fs = preprocess.feature_slices()
+    ref_root = R.sixd_to_matrix(feats[0, fs["ref_root_cam6d"]].astype(np.float64))
+    ref_pose = np.einsum("ab,jb->ja", ref_root, feats[:, fs["ref_head"]])  # (J, 3) camera frame
+    f = lambda a: torch.from_numpy(np.asarray(a))[None]
+    for k in (None, 0, 4):
+        flag = preprocess.make_ref_flag(6, k)
+        with torch.no_grad():
+            out = net.forward_frames(f(frames), f(feats), f(ref6), f(parents), f(hops), f(edge), f(mask), f(flag))
+        root, heads = out["root_rot"][0].double().numpy(), out["head_cam"][0].double().numpy()
+        root_err = np.degrees(np.linalg.norm(R.matrix_to_rotvec(np.swapaxes(root, -1, -2) @ ref_root), axis=-1))
+        pose_err = np.linalg.norm(heads - (ref_pose - ref_pose[:1]), axis=-1).max(-1)  # (T,)
+        others = [i for i in range(6) if i != k]
+        assert root_err[others].min() > 0.05 and pose_err[others].min() > 1e-3  # the residuals act
+        if k is not None:
+            assert root_err[k] < 1e-3 and pose_err[k] < 1e-5
+
+
+def test_stage2_aims_at_averaged_positions_only_where_they_are_noisy():
+    """Stage 2 averages noisy positions over nearby frames (jitter shrinks, a smooth motion stays) and leaves
+    exact ones (told: error 0) untouched."""
+    from models.model import MocapNet, ModelConfig
+    net = MocapNet(ModelConfig(encoder="small8", img_size=64, dim=32, stage1_layers=1, stage2_layers=1),
+                   pretrained=False).double()
+    rng = np.random.default_rng(5)
+    t = torch.arange(32, dtype=torch.float64)
+    motion = torch.stack([torch.sin(t / 6.0), torch.cos(t / 6.0), 0.1 * t], -1)[None, :, None].repeat(1, 1, 4, 1)
+    noisy = motion + torch.from_numpy(rng.normal(0, 0.02, motion.shape))
+    err = torch.full((1, 32, 4, 1), 0.035, dtype=torch.float64)
+    with torch.no_grad():
+        out = net.smoothed(noisy, err)
+        same = net.smoothed(noisy, torch.zeros_like(err))
+    torch.testing.assert_close(same, noisy, rtol=0, atol=1e-9)
+    before = (noisy - motion)[:, 2:-2].norm(dim=-1).mean()
+    after = (out - motion)[:, 2:-2].norm(dim=-1).mean()
+    assert after < 0.65 * before, (float(after), float(before))

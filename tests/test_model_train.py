@@ -110,10 +110,10 @@ def test_other_reference_turns_the_root_about_the_worlds_up():
     up = rotvec_to_matrix(rng.normal(0, 1.0, 3))[:, 2]  # a rotated armature: up is not +Z in its space
     turned = 0
     for _ in range(40):
-        out = perturb_reference(ref, rng, swing_deg=0.0, twist_deg=0.0, root_rest=root_rest, up=up)
+        out = perturb_reference(ref, rng, swing_deg=0.0, twist_deg=0.0, root_rest=root_rest, up=up, p_turn=0.2)
         if np.allclose(out[0], ref[0], atol=1e-9):
             continue
         turned += 1
         g0, g1 = root_rest @ ref[0], root_rest @ out[0]
         np.testing.assert_allclose(up @ g1, up @ g0, atol=1e-9)  # each axis keeps its height
-    assert 5 < turned < 35  # some references turn (40% of them), most do not
+    assert 2 < turned < 20  # some references turn (20% of them), most do not
