@@ -17,7 +17,8 @@ Metrics (core/metrics.py): moving-bone and all-bone local rotation error (deg), 
 camera frame (deg, camera given), MPJPE of the rig posed by the predicted rotations (% of rig height), and for
 methods that predict positions, MPJPE of those positions and the mean image distance of the in-frame bone heads
 (pixels of the clip's frames; what a user sees as the overlay).
---speed: onnxruntime frames/s for a 50-joint rig at 2 threads (decode excluded) and ONNX-vs-PyTorch max difference.
+--speed: onnxruntime frames/s for a 50-joint rig at 2 threads (decode excluded), for one network pass and through
+MocapModel.predict (two passes with the subject crop), and the ONNX-vs-PyTorch max difference.
 """
 from __future__ import annotations
 
@@ -148,7 +149,8 @@ def evaluate(onnx_path, data_dirs, checkpoint=None, max_clips=None, window=None,
                     tc_ = c.tail_can[:w] + (rng.normal(0, nz, c.tail_can[:w].shape) if nz else 0)
                     hcam = c.head_cam[:w] + np.einsum("tba,tjb->tja", true_root, hc - c.head_can[:w])
                     tag = "perfect" if nz == 0 else f"{int(round(nz * 100))}% noise"
-                    rot2 = stage2_rotations(net, model, frames, rig, ref_k, hc, tc_, hcam, nz * np.sqrt(3.0))
+                    rot2 = stage2_rotations(net, model, frames, rig, ref_k, hc, tc_, hcam, nz * np.sqrt(3.0),
+                                            box=out["box"])
                     rot2[:, 0] = true_rot[:, 0]  # root not measured here
                     rows[f"pose->rot model, {tag} positions"] = _row(rot2, true_rot, true_root, true_root, skel,
                                                                       true_heads)
@@ -169,17 +171,20 @@ def evaluate(onnx_path, data_dirs, checkpoint=None, max_clips=None, window=None,
 _ENC_CACHE: dict = {}
 
 
-def stage2_rotations(net, model, frames, rig, ref_k, head_can, tail_can, head_cam, pos_err=0.0):
+def stage2_rotations(net, model, frames, rig, ref_k, head_can, tail_can, head_cam, pos_err=0.0, box=None):
     """The checkpoint's rotations with the given (canonical, camera) positions fed to stage 2, told that they are
-    `pos_err` (fraction of rig height, expected per-joint distance) wrong."""
+    `pos_err` (fraction of rig height, expected per-joint distance) wrong; the images through the crop `box` the
+    runtime chose (its `predict(...)["box"]`), or whole."""
     import torch
     t = len(frames)
+    box = np.array([0.5, 0.5, 1.0]) if box is None else np.asarray(box, dtype=np.float64)
     f = lambda a: torch.from_numpy(np.asarray(a, dtype=np.float32))[None]
     with torch.no_grad():
-        key = (id(net), frames.__array_interface__["data"][0], t)
-        if key not in _ENC_CACHE:  # the frozen encoder once per clip window
+        key = (id(net), frames.__array_interface__["data"][0], t, tuple(box))
+        if key not in _ENC_CACHE:  # the frozen encoder once per clip window and crop
             _ENC_CACHE.clear()
-            x = preprocess.preprocess_frames(frames, model.input_size, model.mean, model.std)
+            x = preprocess.crop_inputs(preprocess.preprocess_frames(frames, model.input_size, model.mean, model.std),
+                                       box)
             _ENC_CACHE[key] = net.encode(f(x))
         img = net.image_tokens(*_ENC_CACHE[key], 1, t)
         out = net(img, f(rig["joint_feats"]), f(rig["ref_rot6d"]), torch.from_numpy(rig["parents"])[None],
@@ -218,7 +223,20 @@ def speed(onnx_path, checkpoint=None, j=50, t=32, repeats=5):
         t0 = time.perf_counter()
         sess.run(None, inp)
         ts.append(time.perf_counter() - t0)
-    print(f"\nspeed: {t} frames x {j} joints, onnxruntime {ort.__version__}, 2 threads: median "
+    print(f"\nspeed: {t} frames x {j} joints, onnxruntime {ort.__version__}, 2 threads: one network pass median "
+          f"{np.median(ts) * 1000:.0f} ms -> {t / np.median(ts):.1f} frames/s (best {t / min(ts):.1f})")
+    # what a video frame costs through the runtime: preprocessing and, with the subject crop, two passes
+    frames = np.random.default_rng(0).integers(0, 256, (t, m.input_size, m.input_size, 3), dtype=np.uint8)
+    rig = {k: v for k, v in zip(INPUT_NAMES[1:-1], list(inp.values())[1:-1])}
+    rig["root_rest"] = np.eye(3)
+    m.predict(frames, rig, ref_frame=0)
+    ts = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        m.predict(frames, rig, ref_frame=0)
+        ts.append(time.perf_counter() - t0)
+    passes = "2 passes (subject crop)" if m.subject_crop else "1 pass"
+    print(f"speed through MocapModel.predict ({passes}, preprocessing included, decode excluded): median "
           f"{np.median(ts) * 1000:.0f} ms -> {t / np.median(ts):.1f} frames/s (best {t / min(ts):.1f})")
     if checkpoint:
         import torch

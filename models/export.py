@@ -72,6 +72,9 @@ def metadata(cfg: ModelConfig, extra: dict | None = None) -> dict[str, str]:
         "n_joint_features": str(cfg.n_joint_features),
         "inputs": ",".join(INPUT_NAMES),
         "outputs": ",".join(OUTPUT_NAMES),
+        "subject_crop": str(int(cfg.subject_crop)),
+        "crop_margin": str(cfg.crop_margin),
+        "crop_min_side": str(cfg.crop_min_side),
         "config": json.dumps(cfg.to_dict()),
     }
     m.update({k: str(v) for k, v in (extra or {}).items()})

@@ -47,7 +47,7 @@ from mocap_blender.core.preprocess import N_JOINT_FEATURES, feature_slices
 from .encoder import IMAGENET_MEAN, IMAGENET_STD, build_encoder
 from .geometry import across, matrix_to_sixd, mm3, mv3, sixd_to_matrix, swing_between, twist_towards, twist_y
 
-FORMAT_VERSION = 2  # bump when inputs/outputs/metadata change meaning; the runtime refuses other versions
+FORMAT_VERSION = 3  # bump when inputs/outputs/metadata change meaning; the runtime refuses other versions
 N_EDGE_TYPES = 6
 
 
@@ -78,6 +78,11 @@ class ModelConfig:
     # where they are noisy (by pos_err^2 / (pos_err^2 + swing_floor^2)); 0 = off
     anchor_ref_frame: bool = True  # on the frame the reference shows, stage 1 gives the reference exactly (root
     # orientation and pose); its residuals elsewhere are taken relative to that frame's
+    # the subject is found on the whole frame, then the network runs again on a square crop around it (a finer
+    # grid on the subject: subjects of 40-100 px in a 160 px frame put one stride-8 cell at ~10% of their height)
+    subject_crop: bool = True
+    crop_margin: float = 0.2  # added on each side, times the extent of the joints seen (core.preprocess.subject_box)
+    crop_min_side: float = 0.3  # fraction of the frame: a tiny subject is not magnified beyond ~3x
     freeze_encoder: bool = True
     dropout: float = 0.0
     extra: dict = field(default_factory=dict)

@@ -191,10 +191,29 @@ def smooth_noise(rng, shape, sigma: float, white: float = 0.15) -> np.ndarray:
     return sigma * ((1.0 - white) * slow + white * rng.normal(0, 1, shape))
 
 
+CROP_FULL_SHARE = 0.2  # share of clips seen whole (what the run-time first pass sees); the rest through a crop
+CROP_SHIFT, CROP_SCALE = 0.06, 0.12  # std of the crop's centre shift (x side) and log scale: the first pass's error
+
+
+def training_box(clip: Clip, mc: ModelConfig) -> np.ndarray:
+    """The square (cx, cy, side) a clip's frames are seen through in training, fixed per clip (the feature cache
+    holds one): the whole frame in CROP_FULL_SHARE of the clips, else the run-time crop
+    (core.preprocess.subject_box) around the true bone heads of the whole clip, moved and scaled like the error
+    of the first pass that finds them at run time."""
+    rng = np.random.default_rng([int.from_bytes(clip.name.encode()[-8:], "little"), 29])
+    if not mc.subject_crop or rng.random() < CROP_FULL_SHARE:
+        return np.array([0.5, 0.5, 1.0])
+    cx, cy, side = preprocess.subject_box(clip.uv, mc.crop_margin, mc.crop_min_side)
+    side = float(np.clip(side * np.exp(rng.normal(0, CROP_SCALE)), mc.crop_min_side, 1.0))
+    cx, cy = np.array([cx, cy]) + rng.normal(0, CROP_SHIFT, 2) * side
+    return np.array([cx, cy, side])
+
+
 def make_sample(clip: Clip, t: int, rng, cfg: TrainConfig, feats=None, protocol=None, start=None,
-                frames=None) -> dict:
-    """One training window. feats: cached encoder maps of the clip (frozen encoder); frames: the clip's
-    preprocessed frames (T, 3, S, S) instead, for an encoder that trains."""
+                frames=None, box=None) -> dict:
+    """One training window. feats: cached encoder maps of the clip (frozen encoder) and the crop they saw;
+    frames: the clip's preprocessed, cropped frames (T, 3, S, S) instead, for an encoder that trains, with `box`
+    the crop."""
     t = min(t, clip.n_frames)
     if start is None:
         start = int(rng.integers(0, clip.n_frames - t + 1))
@@ -216,6 +235,10 @@ def make_sample(clip: Clip, t: int, rng, cfg: TrainConfig, feats=None, protocol=
     s["noisy_head_cam"] = clip.head_cam[sl] + smooth_noise(rng, clip.head_cam[sl].shape, sigma, white)
     if feats is not None:
         s["f8"], s["f16"], s["f32"] = feats[0][sl], feats[1][sl], feats[2][sl]
+        box = feats[3]
+    if box is not None:  # image truth in the crop's coordinates; the crop magnifies by 1 / side
+        s["uv"], s["tail_uv"] = preprocess.uv_to_crop(s["uv"], box), preprocess.uv_to_crop(s["tail_uv"], box)
+        s["log_depth"] = s["log_depth"] + math.log(box[2])
     if frames is not None:
         s["frames"] = frames[sl]
     return s
@@ -393,15 +416,16 @@ def cache_features(data_dirs, cache: Path, cfg: ModelConfig, loop: bool = False,
         for p in tqdm(todo, desc="features", unit="clip", mininterval=10):
             try:
                 frames = np.load(p)["frames"]
+                box = training_box(Clip(p), cfg)
             except Exception:
                 continue  # being written
-            x = preprocess.preprocess_frames(frames, cfg.img_size, cfg.mean, cfg.std)
+            x = preprocess.crop_inputs(preprocess.preprocess_frames(frames, cfg.img_size, cfg.mean, cfg.std), box)
             maps = {"f8": [], "f16": [], "f32": []}
             for i in range(0, len(x), 16):
                 for k, a in zip(maps, sess.run(list(maps), {"x": x[i:i + 16]})):
                     maps[k].append(a.astype(np.float16))
             tmp = cache / f"{p.stem}.tmp.npz"
-            np.savez(tmp, **{k: np.concatenate(v) for k, v in maps.items()})
+            np.savez(tmp, box=box, **{k: np.concatenate(v) for k, v in maps.items()})
             os.replace(tmp, cache / f"{p.stem}.npz")
             last_new = time.time()
         if not loop or time.time() - last_new > idle_minutes * 60:
@@ -414,7 +438,8 @@ def load_feats(cache: Path, name: str):
     if not p.exists():
         return None
     d = np.load(p)
-    return d["f8"], d["f16"], d["f32"]
+    box = d["box"] if "box" in d.files else np.array([0.5, 0.5, 1.0])  # caches made before subject crops
+    return d["f8"], d["f16"], d["f32"], box
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -527,8 +552,12 @@ def fit(tc: TrainConfig, mc: ModelConfig, resume: bool = True, quiet: bool = Fal
                 continue
         names = [pool[int(rng.integers(0, len(pool)))] for _ in range(tc.batch)]
         if trains_encoder and stage != "a":
-            samples = [make_sample(clips[n], tc.window, rng, tc, frames=preprocess.preprocess_frames(
-                np.load(clips[n].path)["frames"], mc.img_size, mc.mean, mc.std)) for n in names]
+            samples = []
+            for n in names:
+                box = training_box(clips[n], mc)
+                x = preprocess.preprocess_frames(np.load(clips[n].path)["frames"], mc.img_size, mc.mean, mc.std)
+                samples.append(make_sample(clips[n], tc.window, rng, tc, frames=preprocess.crop_inputs(x, box),
+                                           box=box))
         else:
             samples = [make_sample(clips[n], tc.window, rng, tc, feats.get(n) if stage != "a" else None)
                        for n in names]

@@ -117,3 +117,40 @@ def test_other_reference_turns_the_root_about_the_worlds_up():
         g0, g1 = root_rest @ ref[0], root_rest @ out[0]
         np.testing.assert_allclose(up @ g1, up @ g0, atol=1e-9)  # each axis keeps its height
     assert 2 < turned < 20  # some references turn (20% of them), most do not
+
+
+def test_crop_keeps_image_truth_consistent(shards):
+    """Seen through a crop, a clip's image truth is what the crop shows: bone heads at their crop coordinates, and
+    the root depth ratio shrunk by the magnification, so that the layout the network draws from positions and
+    depth (offsets from the root = (x, -y) / depth ratio, weak perspective) lands on them exactly as on the whole
+    frame, magnified."""
+    from models.train import training_box
+    data, _, _ = shards
+    clip = Clip(data / "clip_0000000002.npz")
+    box = np.array([0.45, 0.52, 0.4])
+    rng = np.random.default_rng(0)
+    whole = make_sample(clip, 8, rng, TrainConfig(), start=2)
+    crop = make_sample(clip, 8, np.random.default_rng(0), TrainConfig(), start=2, box=box)
+
+    def layout_miss(s):
+        xy = np.stack([s["head_cam"][..., 0], -s["head_cam"][..., 1]], -1) * np.exp(-s["log_depth"])[:, None, None]
+        return (s["uv"] - s["uv"][:, :1]) - xy
+
+    np.testing.assert_allclose(crop["uv"] * box[2] + box[:2] - box[2] / 2, whole["uv"], atol=1e-12)
+    np.testing.assert_allclose(layout_miss(crop), layout_miss(whole) / box[2], atol=1e-9)
+    spread = np.abs(whole["uv"] - whole["uv"][:, :1]).max()
+    assert np.abs(layout_miss(whole)).max() < 0.2 * spread  # the weak-perspective layout is close to begin with
+    # the crop training sees: whole in some clips, else around the true heads
+    mc = ModelConfig()
+    clip.uv = clip.uv * 0.3 + 0.2  # a subject in part of the frame
+    boxes = []
+    for k in range(40):
+        clip.name = f"clip_{k:010d}"
+        boxes.append(training_box(clip, mc))
+    boxes = np.array(boxes)
+    whole_share = np.mean(boxes[:, 2] == 1.0)
+    assert 0.05 < whole_share < 0.45
+    centre = 0.5 * (clip.uv.reshape(-1, 2).min(0) + clip.uv.reshape(-1, 2).max(0))
+    cropped = boxes[boxes[:, 2] < 1.0]
+    assert np.all(np.abs(cropped[:, :2] - centre).max(1) < 0.3 * cropped[:, 2])
+    assert np.all(training_box(clip, ModelConfig(subject_crop=False)) == [0.5, 0.5, 1.0])

@@ -117,6 +117,66 @@ def test_letterbox_round_trip():
     assert x.shape == (1, 3, 64, 64) and x[0, 0, 0, 0] == 0.0 and x[0, 0, 32, 32] == 1.0
 
 
+def test_subject_box_and_crop_geometry():
+    # the box holds every point with the margin, and is square, at least min_side, at most the whole input
+    uv = np.array([[[0.30, 0.40], [0.50, 0.45]], [[0.35, 0.60], [0.42, 0.41]]])  # (T, J, 2)
+    cx, cy, side = preprocess.subject_box(uv, 0.2, 0.1)
+    assert np.allclose([cx, cy, side], [0.40, 0.50, 0.2 * 1.4])
+    assert preprocess.subject_box(uv, 0.2, 0.5)[2] == 0.5 and preprocess.subject_box(uv * 5 - 2, 0.2, 0.1)[2] == 1.0
+    assert np.allclose(preprocess.subject_box(np.full((3, 2), np.nan), 0.2, 0.3), [0.5, 0.5, 1.0])
+    # a bright pixel lands in the crop where uv_to_crop puts its centre (bilinear resampling: its centroid)
+    s, box = 160, np.array([0.42, 0.55, 0.35])
+    x = np.zeros((1, 3, s, s), np.float32)
+    x[0, :, 97, 59] = 1.0  # row (v) 97, column (u) 59
+    y = preprocess.crop_inputs(x, box)[0, 0]
+    rows, cols = np.mgrid[:s, :s]
+    seen = np.array([(cols * y).sum() / y.sum() + 0.5, (rows * y).sum() / y.sum() + 0.5]) / s
+    np.testing.assert_allclose(seen, preprocess.uv_to_crop([59.5 / s, 97.5 / s], box), atol=1e-3)
+    np.testing.assert_allclose(preprocess.uv_from_crop(preprocess.uv_to_crop(uv, box), box), uv, atol=1e-12)
+    assert preprocess.crop_inputs(x, [0.5, 0.5, 1.0]).tobytes() == x.tobytes()  # the whole input: unchanged
+
+
+def test_subject_crop_runs_the_network_again_on_the_crop(model, monkeypatch):
+    """With `subject_crop` the second pass sees the crop around the joints the first found, and its image outputs
+    come back in whole-frame coordinates (joints2d in video pixels, depth ratio undoing the magnification)."""
+    assert model.subject_crop  # the shipped file asks for it
+    rng = np.random.default_rng(3)
+    skel = random_skeleton(7, rng)
+    rig = preprocess.make_rig_inputs(skel, np.tile(np.eye(3), (7, 1, 1)))
+    real_run, calls = model.session.run, []
+
+    def spy(names, feed):
+        out = real_run(names, feed)
+        if not calls:  # the first pass finds the subject in the upper left
+            out[names.index("uv")] = rng.uniform(0.1, 0.3, out[names.index("uv")].shape).astype(np.float32)
+        calls.append((feed["frames"].copy(), [o.copy() for o in out]))
+        return out
+
+    monkeypatch.setattr(model.session, "run", spy)
+    frames = rng.integers(0, 256, (3, 90, 160, 3), dtype=np.uint8)
+    out = model.predict(frames, rig)
+    assert len(calls) == 2
+    (x1, o1), (x2, o2) = calls
+    box = preprocess.subject_box(o1[model.output_names.index("uv")], model.crop_margin, model.crop_min_side)
+    np.testing.assert_allclose(out["box"], box)
+    assert box[2] < 1.0 and np.allclose(x2, preprocess.crop_inputs(x1, box))
+    uv2 = preprocess.uv_from_crop(o2[model.output_names.index("uv")], box)
+    np.testing.assert_allclose(out["joints2d"], preprocess.uv_to_pixels(uv2, 90, 160, model.input_size), atol=1e-6)
+    np.testing.assert_allclose(out["root_depth_ratio"],
+                               np.exp(o2[model.output_names.index("log_root_depth")]) / box[2], rtol=1e-6)
+
+
+def test_subject_crop_off_and_invalid_metadata(tmp_path):
+    one = MocapModel(_with_meta(tmp_path, subject_crop="0"))
+    assert not one.subject_crop
+    rng = np.random.default_rng(5)
+    skel = random_skeleton(5, rng)
+    rig = preprocess.make_rig_inputs(skel, np.tile(np.eye(3), (5, 1, 1)))
+    assert np.allclose(one.predict(rng.integers(0, 256, (2, 40, 40, 3), dtype=np.uint8), rig)["box"], [0.5, 0.5, 1])
+    with pytest.raises(MocapError, match="subject crop"):
+        MocapModel(_with_meta(tmp_path, crop_min_side="0"))
+
+
 def test_rig_inputs_shapes_and_reference_features():
     rng = np.random.default_rng(3)
     skel = random_skeleton(11, rng)

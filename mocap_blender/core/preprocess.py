@@ -91,6 +91,47 @@ def uv_to_pixels(uv, height: int, width: int, size: int) -> np.ndarray:
     return np.stack([(uv[..., 0] * size - ox) / scale, (uv[..., 1] * size - oy) / scale], axis=-1)
 
 
+def subject_box(uv, margin: float, min_side: float) -> np.ndarray:
+    """Image positions (..., 2) in model-input units ([0, 1], u right, v down; any leading axes, e.g. frames and
+    joints) -> the square crop around them, (cx, cy, side) in the same units: their extent over every frame
+    given, `margin` x that extent added on each side, at least `min_side` and at most the whole input."""
+    pts = np.asarray(uv, dtype=np.float64).reshape(-1, 2)
+    pts = np.clip(pts[np.all(np.isfinite(pts), axis=1)], 0.0, 1.0)
+    if len(pts) == 0:
+        return np.array([0.5, 0.5, 1.0])
+    lo, hi = pts.min(0), pts.max(0)
+    side = float(np.clip((hi - lo).max() * (1.0 + 2.0 * margin), min_side, 1.0))
+    return np.array([0.5 * (lo[0] + hi[0]), 0.5 * (lo[1] + hi[1]), side])
+
+
+def crop_inputs(x, box) -> np.ndarray:
+    """Preprocessed frames (T, 3, S, S) -> the square `box` (cx, cy, side in [0, 1] input units) of each, resized
+    to S x S (bilinear); outside the frame is zero (the mean colour, as the letterbox padding)."""
+    x = np.asarray(x, dtype=np.float32)
+    s = x.shape[-1]
+    cx, cy, side = (float(v) for v in box)
+    # output pixel centre (i + 0.5) / S in the crop is input u = cx - side / 2 + side (i + 0.5) / S
+    m = np.array([[side, 0.0, (cx - 0.5 * side) * s + 0.5 * side - 0.5],
+                  [0.0, side, (cy - 0.5 * side) * s + 0.5 * side - 0.5]])
+    out = np.empty_like(x)
+    for i in range(len(x)):
+        img = cv2.warpAffine(np.ascontiguousarray(x[i].transpose(1, 2, 0)), m, (s, s),
+                             flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT,
+                             borderValue=(0.0, 0.0, 0.0))
+        out[i] = img.transpose(2, 0, 1)
+    return out
+
+
+def uv_to_crop(uv, box) -> np.ndarray:
+    """Input coordinates (..., 2) -> coordinates in the crop `box` (cx, cy, side)."""
+    return (np.asarray(uv, dtype=np.float64) - (np.asarray(box[:2]) - 0.5 * box[2])) / box[2]
+
+
+def uv_from_crop(uv, box) -> np.ndarray:
+    """Coordinates (..., 2) in the crop `box` (cx, cy, side) -> input coordinates."""
+    return np.asarray(uv, dtype=np.float64) * box[2] + (np.asarray(box[:2]) - 0.5 * box[2])
+
+
 # --- rig -----------------------------------------------------------------------------------------
 
 def canonical_positions(skel: Skeleton, pose) -> tuple[np.ndarray, np.ndarray]:

@@ -18,10 +18,10 @@ from . import preprocess
 from .errors import MocapError
 from .rotations import sixd_to_matrix
 
-FORMAT_VERSION = 2  # the model format this runtime understands (models/model.py FORMAT_VERSION)
+FORMAT_VERSION = 3  # the model format this runtime understands (models/model.py FORMAT_VERSION)
 ROTATION_FORMAT = "6d-columns"
 REQUIRED_META = ("format_version", "input_size", "rotation_format", "mean", "std", "window_length", "max_joints",
-                 "n_joint_features")
+                 "n_joint_features", "subject_crop", "crop_margin", "crop_min_side")
 NETWORK_RIG_INPUTS = ("joint_feats", "ref_rot6d", "parents", "hops", "edge_type", "local_mask")
 
 
@@ -72,6 +72,8 @@ class MocapModel:
             self.max_joints = int(m["max_joints"])
             self.n_joint_features = int(m["n_joint_features"])
             self.config = json.loads(m.get("config", "{}"))
+            self.subject_crop = bool(int(m["subject_crop"]))
+            self.crop_margin, self.crop_min_side = float(m["crop_margin"]), float(m["crop_min_side"])
         except (ValueError, TypeError) as e:
             raise MocapError(f"The model file {name} has unreadable metadata ({e}). Reinstall the extension.") from e
         if version != FORMAT_VERSION:
@@ -80,6 +82,9 @@ class MocapModel:
         if m["rotation_format"] != ROTATION_FORMAT:
             raise MocapError(f"The model file {name} uses rotation format {m['rotation_format']!r}; expected "
                              f"{ROTATION_FORMAT!r}. Install the model that ships with this extension.")
+        if self.subject_crop and not (self.crop_margin >= 0 and 0 < self.crop_min_side <= 1):
+            raise MocapError(f"The model file {name} has an invalid subject crop (margin {self.crop_margin}, smallest "
+                             f"side {self.crop_min_side}). Reinstall the extension.")
         if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0 or self.input_size < 32:
             raise MocapError(f"The model file {name} has invalid image metadata (size {self.input_size}, mean "
                              f"{self.mean}, std {self.std}). Reinstall the extension.")
@@ -102,7 +107,11 @@ class MocapModel:
           rotation (T, J, 3, 3) local rotations (matrix_basis), the root's from root_orientation and cam_to_arm;
           root_orientation (T, 3, 3) the root bone's rotation in the camera frame;
           confidence (T, J) in [0, 1]; joints2d (T, J, 2) bone heads in the input frames' pixels (x, y);
-          root_depth_ratio (T,) root depth / (rig height * focal_px * scale / input_size) (see `root_translation`).
+          root_depth_ratio (T,) root depth / (rig height * focal_px * scale / input_size) (see `root_translation`);
+          box (3,) the square (cx, cy, side, input units) the second pass saw (the whole input without a crop).
+        With `subject_crop` in the file's metadata the network runs twice: on the whole (letterboxed) frames, to
+        find the subject, then on the square around the joints it found over the window (its outputs mapped
+        back to the whole frame).
         """
         frames = np.asarray(frames)
         if frames.ndim != 4 or frames.shape[0] < 1:
@@ -115,16 +124,15 @@ class MocapModel:
         if rig_inputs["joint_feats"].shape[1] != self.n_joint_features:
             raise MocapError("The rig inputs do not match the model; rebuild them with preprocess.make_rig_inputs.")
         feed = {k: np.ascontiguousarray(rig_inputs[k]) for k in NETWORK_RIG_INPUTS}
-        feed["frames"] = preprocess.preprocess_frames(frames, self.input_size, self.mean, self.std)
+        x = preprocess.preprocess_frames(frames, self.input_size, self.mean, self.std)
         feed["ref_flag"] = preprocess.make_ref_flag(t, ref_frame)
-        try:
-            res = dict(zip(self.output_names, self.session.run(self.output_names, feed)))
-        except Exception as e:
-            raise MocapError(f"The model failed on this input ({type(e).__name__}: {str(e)[:200]}).") from e
-        for k, v in res.items():
-            if not np.all(np.isfinite(v)):
-                raise MocapError(f"The model produced non-finite values ({k}). Check the video frames and the rig "
-                                 "(zero-length or scaled bones), or report the clip.")
+        res = self._run(feed, x)
+        box = np.array([0.5, 0.5, 1.0])
+        if self.subject_crop:  # found on the whole frame; again on a square around it (same crop for the window)
+            box = preprocess.subject_box(res["uv"], self.crop_margin, self.crop_min_side)
+            res = self._run(feed, preprocess.crop_inputs(x, box))
+            res["uv"] = preprocess.uv_from_crop(res["uv"], box)
+            res["log_root_depth"] = res["log_root_depth"] - np.log(box[2])  # the crop magnifies by 1 / side
         root_orient = sixd_to_matrix(res["root_rot6d"].astype(np.float64))  # (T, 3, 3)
         rot = sixd_to_matrix(res["rot6d"].astype(np.float64))  # (T, J, 3, 3)
         cam = preprocess.FRONT_CAMERA_ROTATION if cam_to_arm is None else np.asarray(cam_to_arm, np.float64)
@@ -137,7 +145,20 @@ class MocapModel:
             "confidence": res["confidence"].astype(np.float64),
             "joints2d": preprocess.uv_to_pixels(res["uv"], h, w, self.input_size),
             "root_depth_ratio": np.exp(res["log_root_depth"].astype(np.float64)),
+            "box": box,
         }
+
+    def _run(self, feed: dict, x: np.ndarray) -> dict:
+        """One pass of the network on preprocessed frames x (T, 3, S, S)."""
+        try:
+            res = dict(zip(self.output_names, self.session.run(self.output_names, {**feed, "frames": x})))
+        except Exception as e:
+            raise MocapError(f"The model failed on this input ({type(e).__name__}: {str(e)[:200]}).") from e
+        for k, v in res.items():
+            if not np.all(np.isfinite(v)):
+                raise MocapError(f"The model produced non-finite values ({k}). Check the video frames and the rig "
+                                 "(zero-length or scaled bones), or report the clip.")
+        return res
 
     def root_translation(self, out: dict, K, frame_hw, rig_height: float) -> np.ndarray:
         """Root head position in the (Blender) camera frame (T, 3), from its image position and predicted depth.
