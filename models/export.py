@@ -75,6 +75,7 @@ def metadata(cfg: ModelConfig, extra: dict | None = None) -> dict[str, str]:
         "subject_crop": str(int(cfg.subject_crop)),
         "crop_margin": str(cfg.crop_margin),
         "crop_min_side": str(cfg.crop_min_side),
+        "find_margin": str(cfg.find_margin),
         "config": json.dumps(cfg.to_dict()),
     }
     m.update({k: str(v) for k, v in (extra or {}).items()})

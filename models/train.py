@@ -148,10 +148,10 @@ def load_clips(dirs, names=None, log=print) -> dict:
 # References and samples
 # ----------------------------------------------------------------------------------------------------------
 
-def perturb_reference(ref: np.ndarray, rng, swing_deg: float = 8.0, twist_deg: float = 12.0, root_rest=None,
-                      up=None, p_turn: float = 0.2) -> np.ndarray:
-    """Per-bone random swing and twist offsets (like the same rig posed in another clip); in some, the root faces
-    another way: turned about the world's up (root_rest: the root's rest rotation in armature space, up: the
+def perturb_reference(ref: np.ndarray, rng, swing_deg: float, twist_deg: float, root_rest=None, up=None,
+                      p_turn: float = 0.0) -> np.ndarray:
+    """Per-bone random swing and twist offsets, up to these std (degrees; like the same rig posed in another
+    clip); in a share p_turn, the root faces another way: turned about the world's up (root_rest: the root's rest rotation in armature space, up: the
     world's up in armature space), as a creature turns; without them, anywhere."""
     j = ref.shape[0]
     sw = rng.normal(0, 1, (j, 3)) * np.radians(swing_deg) * rng.uniform(0, 1)
@@ -177,7 +177,7 @@ def choose_reference(clip: Clip, start: int, t: int, rng, cfg: "TrainConfig", pr
     outside = [i for i in range(clip.n_frames) if i < start or i >= start + t]
     i = int(rng.choice(outside)) if outside else int(rng.integers(0, clip.n_frames))
     ref = perturb_reference(clip.basis[i], rng, cfg.ref_swing_deg, cfg.ref_twist_deg, clip.skel.rest[0, :3, :3],
-                            clip.up, cfg.ref_turn)
+                            clip.up, p_turn=cfg.ref_turn)
     return ref, None, clip.cam_to_arm[start]
 
 
@@ -608,6 +608,7 @@ def main(argv=None):
     c.add_argument("--cache", default="runs/featcache")
     c.add_argument("--loop", action="store_true", help="keep watching for new shards")
     c.add_argument("--threads", type=int, default=2)
+    c.add_argument("--model", default="{}", help='JSON overrides of ModelConfig (e.g. {"subject_crop": true})')
     f = sub.add_parser("fit", help="train (resumes from RUN/last.pt)")
     for k, v in asdict(TrainConfig()).items():
         if isinstance(v, list):
@@ -619,7 +620,8 @@ def main(argv=None):
     a = ap.parse_args(argv)
     torch.set_num_threads(getattr(a, "threads", 2))
     if a.cmd == "cache":
-        cache_features(a.data, Path(a.cache), ModelConfig(), loop=a.loop, threads=a.threads)
+        mc = ModelConfig.from_dict({**ModelConfig().to_dict(), **json.loads(a.model)})
+        cache_features(a.data, Path(a.cache), mc, loop=a.loop, threads=a.threads)
         return
     tc = TrainConfig(**{k: getattr(a, k) for k in asdict(TrainConfig())})
     mc = ModelConfig.from_dict({**ModelConfig().to_dict(), **json.loads(a.model)})

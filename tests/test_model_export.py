@@ -33,3 +33,6 @@ def test_onnx_matches_pytorch(tiny_onnx, t, j):
 def test_checkpoint_config_round_trip():
     cfg = ModelConfig(**TINY)
     assert ModelConfig.from_dict(cfg.to_dict()) == cfg
+    old = {k: v for k, v in cfg.to_dict().items() if k != "subject_crop"}  # saved before the subject crop
+    assert not ModelConfig.from_dict(old).subject_crop
+    assert ModelConfig.from_dict({**old, "subject_crop": True}).subject_crop

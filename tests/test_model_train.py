@@ -141,7 +141,7 @@ def test_crop_keeps_image_truth_consistent(shards):
     spread = np.abs(whole["uv"] - whole["uv"][:, :1]).max()
     assert np.abs(layout_miss(whole)).max() < 0.2 * spread  # the weak-perspective layout is close to begin with
     # the crop training sees: whole in some clips, else around the true heads
-    mc = ModelConfig()
+    mc = ModelConfig(subject_crop=True)
     clip.uv = clip.uv * 0.3 + 0.2  # a subject in part of the frame
     boxes = []
     for k in range(40):

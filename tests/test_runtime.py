@@ -136,10 +136,11 @@ def test_subject_box_and_crop_geometry():
     assert preprocess.crop_inputs(x, [0.5, 0.5, 1.0]).tobytes() == x.tobytes()  # the whole input: unchanged
 
 
-def test_subject_crop_runs_the_network_again_on_the_crop(model, monkeypatch):
+def test_subject_crop_runs_the_network_again_on_the_crop(tmp_path, monkeypatch):
     """With `subject_crop` the second pass sees the crop around the joints the first found, and its image outputs
     come back in whole-frame coordinates (joints2d in video pixels, depth ratio undoing the magnification)."""
-    assert model.subject_crop  # the shipped file asks for it
+    model = MocapModel(_with_meta(tmp_path, subject_crop="1"))
+    assert model.subject_crop
     rng = np.random.default_rng(3)
     skel = random_skeleton(7, rng)
     rig = preprocess.make_rig_inputs(skel, np.tile(np.eye(3), (7, 1, 1)))
@@ -153,28 +154,34 @@ def test_subject_crop_runs_the_network_again_on_the_crop(model, monkeypatch):
         return out
 
     monkeypatch.setattr(model.session, "run", spy)
-    frames = rng.integers(0, 256, (3, 90, 160, 3), dtype=np.uint8)
+    frames = rng.integers(0, 256, (6, 90, 160, 3), dtype=np.uint8)
     out = model.predict(frames, rig)
     assert len(calls) == 2
     (x1, o1), (x2, o2) = calls
-    box = preprocess.subject_box(o1[model.output_names.index("uv")], model.crop_margin, model.crop_min_side)
+    x = preprocess.preprocess_frames(frames, model.input_size, model.mean, model.std)
+    assert np.array_equal(x1, x[::model.find_stride])  # the first pass sees a subset of the whole frames
+    box = preprocess.subject_box(o1[model.output_names.index("uv")], model.find_margin, model.crop_min_side)
     np.testing.assert_allclose(out["box"], box)
-    assert box[2] < 1.0 and np.allclose(x2, preprocess.crop_inputs(x1, box))
+    assert box[2] < 1.0 and np.allclose(x2, preprocess.crop_inputs(x, box))
     uv2 = preprocess.uv_from_crop(o2[model.output_names.index("uv")], box)
     np.testing.assert_allclose(out["joints2d"], preprocess.uv_to_pixels(uv2, 90, 160, model.input_size), atol=1e-6)
     np.testing.assert_allclose(out["root_depth_ratio"],
                                np.exp(o2[model.output_names.index("log_root_depth")]) / box[2], rtol=1e-6)
 
 
-def test_subject_crop_off_and_invalid_metadata(tmp_path):
+def test_subject_crop_off_and_invalid_metadata(tmp_path, monkeypatch):
     one = MocapModel(_with_meta(tmp_path, subject_crop="0"))
+    calls = []
+    real_run = one.session.run
+    monkeypatch.setattr(one.session, "run", lambda names, feed: calls.append(1) or real_run(names, feed))
     assert not one.subject_crop
     rng = np.random.default_rng(5)
     skel = random_skeleton(5, rng)
     rig = preprocess.make_rig_inputs(skel, np.tile(np.eye(3), (5, 1, 1)))
     assert np.allclose(one.predict(rng.integers(0, 256, (2, 40, 40, 3), dtype=np.uint8), rig)["box"], [0.5, 0.5, 1])
+    assert len(calls) == 1  # one pass
     with pytest.raises(MocapError, match="subject crop"):
-        MocapModel(_with_meta(tmp_path, crop_min_side="0"))
+        MocapModel(_with_meta(tmp_path, subject_crop="1", crop_min_side="0"))
 
 
 def test_rig_inputs_shapes_and_reference_features():

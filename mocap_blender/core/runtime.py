@@ -21,12 +21,14 @@ from .rotations import sixd_to_matrix
 FORMAT_VERSION = 3  # the model format this runtime understands (models/model.py FORMAT_VERSION)
 ROTATION_FORMAT = "6d-columns"
 REQUIRED_META = ("format_version", "input_size", "rotation_format", "mean", "std", "window_length", "max_joints",
-                 "n_joint_features", "subject_crop", "crop_margin", "crop_min_side")
+                 "n_joint_features", "subject_crop", "find_margin", "crop_min_side")
 NETWORK_RIG_INPUTS = ("joint_feats", "ref_rot6d", "parents", "hops", "edge_type", "local_mask")
 
 
 class MocapModel:
     """One onnxruntime session, created once; metadata validated on load."""
+
+    find_stride = 4  # the first pass (finding the subject for the crop) sees every 4th frame of the window
 
     def __init__(self, path, threads: int = 2):
         path = Path(path)
@@ -73,7 +75,7 @@ class MocapModel:
             self.n_joint_features = int(m["n_joint_features"])
             self.config = json.loads(m.get("config", "{}"))
             self.subject_crop = bool(int(m["subject_crop"]))
-            self.crop_margin, self.crop_min_side = float(m["crop_margin"]), float(m["crop_min_side"])
+            self.find_margin, self.crop_min_side = float(m["find_margin"]), float(m["crop_min_side"])
         except (ValueError, TypeError) as e:
             raise MocapError(f"The model file {name} has unreadable metadata ({e}). Reinstall the extension.") from e
         if version != FORMAT_VERSION:
@@ -82,8 +84,8 @@ class MocapModel:
         if m["rotation_format"] != ROTATION_FORMAT:
             raise MocapError(f"The model file {name} uses rotation format {m['rotation_format']!r}; expected "
                              f"{ROTATION_FORMAT!r}. Install the model that ships with this extension.")
-        if self.subject_crop and not (self.crop_margin >= 0 and 0 < self.crop_min_side <= 1):
-            raise MocapError(f"The model file {name} has an invalid subject crop (margin {self.crop_margin}, smallest "
+        if self.subject_crop and not (self.find_margin >= 0 and 0 < self.crop_min_side <= 1):
+            raise MocapError(f"The model file {name} has an invalid subject crop (margin {self.find_margin}, smallest "
                              f"side {self.crop_min_side}). Reinstall the extension.")
         if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0 or self.input_size < 32:
             raise MocapError(f"The model file {name} has invalid image metadata (size {self.input_size}, mean "
@@ -109,9 +111,9 @@ class MocapModel:
           confidence (T, J) in [0, 1]; joints2d (T, J, 2) bone heads in the input frames' pixels (x, y);
           root_depth_ratio (T,) root depth / (rig height * focal_px * scale / input_size) (see `root_translation`);
           box (3,) the square (cx, cy, side, input units) the second pass saw (the whole input without a crop).
-        With `subject_crop` in the file's metadata the network runs twice: on the whole (letterboxed) frames, to
-        find the subject, then on the square around the joints it found over the window (its outputs mapped
-        back to the whole frame).
+        With `subject_crop` in the file's metadata the network runs twice: on every `find_stride`-th whole
+        (letterboxed) frame, to find the subject, then on every frame through the square around the joints it
+        found over the window (its outputs mapped back to the whole frame).
         """
         frames = np.asarray(frames)
         if frames.ndim != 4 or frames.shape[0] < 1:
@@ -126,13 +128,16 @@ class MocapModel:
         feed = {k: np.ascontiguousarray(rig_inputs[k]) for k in NETWORK_RIG_INPUTS}
         x = preprocess.preprocess_frames(frames, self.input_size, self.mean, self.std)
         feed["ref_flag"] = preprocess.make_ref_flag(t, ref_frame)
-        res = self._run(feed, x)
         box = np.array([0.5, 0.5, 1.0])
         if self.subject_crop:  # found on the whole frame; again on a square around it (same crop for the window)
-            box = preprocess.subject_box(res["uv"], self.crop_margin, self.crop_min_side)
-            res = self._run(feed, preprocess.crop_inputs(x, box))
-            res["uv"] = preprocess.uv_from_crop(res["uv"], box)
-            res["log_root_depth"] = res["log_root_depth"] - np.log(box[2])  # the crop magnifies by 1 / side
+            stride = max(1, min(self.find_stride, t - 1))  # at least 2 frames
+            ref_sub = ref_frame // stride if ref_frame is not None and ref_frame % stride == 0 else None
+            found = self._run({**feed, "ref_flag": preprocess.make_ref_flag(len(x[::stride]), ref_sub)}, x[::stride])
+            box = preprocess.subject_box(found["uv"], self.find_margin, self.crop_min_side)
+            x = preprocess.crop_inputs(x, box)
+        res = self._run(feed, x)
+        res["uv"] = preprocess.uv_from_crop(res["uv"], box)
+        res["log_root_depth"] = res["log_root_depth"] - np.log(box[2])  # the crop magnifies by 1 / side
         root_orient = sixd_to_matrix(res["root_rot6d"].astype(np.float64))  # (T, 3, 3)
         rot = sixd_to_matrix(res["rot6d"].astype(np.float64))  # (T, J, 3, 3)
         cam = preprocess.FRONT_CAMERA_ROTATION if cam_to_arm is None else np.asarray(cam_to_arm, np.float64)
