@@ -16,7 +16,9 @@ Rows (all computed in this run, on the same clips and windows):
 Metrics (core/metrics.py): moving-bone and all-bone local rotation error (deg), root orientation error in the
 camera frame (deg, camera given), MPJPE of the rig posed by the predicted rotations (% of rig height), and for
 methods that predict positions, MPJPE of those positions and the mean image distance of the in-frame bone heads
-(pixels of the clip's frames; what a user sees as the overlay).
+(pixels of the clip's frames; what a user sees as the overlay). The row "reference at the true root (2D)" has
+only that image distance: the reference pose carried by the TRUE root orientation, scaled by the true depth and
+placed on the true root (weak perspective), what a stage 1 that reads nothing but the root from the image gets.
 --speed: onnxruntime frames/s for a 50-joint rig at 2 threads (decode excluded), for one network pass and through
 MocapModel.predict (two passes with the subject crop), and the ONNX-vs-PyTorch max difference.
 """
@@ -139,6 +141,11 @@ def evaluate(onnx_path, data_dirs, checkpoint=None, max_clips=None, window=None,
             fac = ik.ik_factorized(skel, pos, tails, ref, root_rot=out["rotation"][:, 0])
             rows["factorized (IK on model positions)"] = _row(fac, true_rot, out["root_orientation"], true_root,
                                                               skel, true_heads, pos)
+            ref_head = rig["joint_feats"][:, preprocess.feature_slices()["ref_head"]].astype(np.float64)
+            ref_cam_heads = np.einsum("tab,jb->tja", true_root, ref_head)  # (T, J, 3) / height, camera frame
+            layout = np.stack([ref_cam_heads[..., 0], -ref_cam_heads[..., 1]], -1) * np.exp(-c.log_depth[:w])[:, None,
+                                                                                                            None]
+            rows["reference at the true root (2D)"] = {"px2d": _px2d((c.uv[:w, :1] + layout) * size, true_px, size)}
             hold = metrics.hold_baseline(ref, w)
             hold_root_cam = np.swapaxes(cam, -1, -2) @ (skel.rest[0, :3, :3] @ ref[0])
             rows["hold"] = _row(hold, true_rot, hold_root_cam, true_root, skel, true_heads)
