@@ -151,8 +151,9 @@ def load_clips(dirs, names=None, log=print) -> dict:
 def perturb_reference(ref: np.ndarray, rng, swing_deg: float, twist_deg: float, root_rest=None, up=None,
                       p_turn: float = 0.0) -> np.ndarray:
     """Per-bone random swing and twist offsets, up to these std (degrees; like the same rig posed in another
-    clip); in a share p_turn, the root faces another way: turned about the world's up (root_rest: the root's rest rotation in armature space, up: the
-    world's up in armature space), as a creature turns; without them, anywhere."""
+    clip); in a share p_turn, the root faces another way: turned about the world's up (root_rest: the root's rest
+    rotation in armature space, up: the world's up in armature space), as a creature turns; without them,
+    anywhere."""
     j = ref.shape[0]
     sw = rng.normal(0, 1, (j, 3)) * np.radians(swing_deg) * rng.uniform(0, 1)
     sw[:, 1] = 0.0
