@@ -90,6 +90,8 @@ class ModelConfig:
     find_margin: float = 0.4  # the first pass's margin (run time): its joints under-reach the subject (soft-argmax
     # pulls inwards). On 24 unseen procedural clips (seeds 2000000+) its box was a median 0.76 of the training box
     # around the true heads with 0.2, and 0.97 with 0.4
+    prior_width: float = 0.15  # std (input units) of the joint heatmap's prior around where the first guess puts
+    # each joint (its learned sharpness scales it)
     freeze_encoder: bool = True
     dropout: float = 0.0
     extra: dict = field(default_factory=dict)
@@ -249,7 +251,7 @@ class MocapNet(nn.Module):
         self.loc_k = nn.Linear(d, d)
         self.guess_head = nn.Linear(d, 6)  # first guess of head xyz, tail xyz (camera), before finding the joints
         nn.init.zeros_(self.guess_head.weight), nn.init.zeros_(self.guess_head.bias)
-        self.prior_sharp = nn.Parameter(torch.tensor(0.5413))  # softplus -> 1: a prior of 3 cells' width
+        self.prior_sharp = nn.Parameter(torch.tensor(0.5413))  # softplus -> 1: a prior of `prior_width`
         self.loc_in = mlp(2 * d + 8, d, 2 * d)  # image features at the found head and tail, where, and how far
         # from where the first guess put them
         self.pose_head = nn.Linear(d, 6 + 1)  # head xyz, tail xyz (camera), confidence
@@ -405,7 +407,7 @@ class MocapNet(nn.Module):
             layout = layout - ((layout * vj).sum((2, 3), keepdim=True) / (2.0 * vj.sum(2, keepdim=True)))
             prior = (centre + layout).view(b, t, j * 2, 2)  # (B, T, 2J, 2)
             d2 = sq_dist(prior, self.img_xy8)  # (B, T, 2J, N8)
-            logits = logits - F.softplus(self.prior_sharp) * d2 / (2 * 0.15 ** 2)
+            logits = logits - F.softplus(self.prior_sharp) * d2 / (2 * self.cfg.prior_width ** 2)
             heat = torch.softmax(logits, dim=-1)
             uv = (heat @ self.img_xy8).view(b, t, j, 2, 2)  # (B, T, J, 2[head, tail], 2)
             seen = (heat @ fine).view(b, t, j, -1)  # (B, T, J, 2D) image features at the head and tail
