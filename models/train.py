@@ -417,7 +417,7 @@ def cache_features(data_dirs, cache: Path, cfg: ModelConfig, loop: bool = False,
         for p in tqdm(todo, desc="features", unit="clip", mininterval=10):
             try:
                 frames = np.load(p)["frames"]
-                box = training_box(Clip(p), cfg)
+                box = training_box(Clip(p), cfg) if cfg.subject_crop else np.array([0.5, 0.5, 1.0])
             except Exception:
                 continue  # being written
             x = preprocess.crop_inputs(preprocess.preprocess_frames(frames, cfg.img_size, cfg.mean, cfg.std), box)
