@@ -15,6 +15,7 @@ from mocap_blender.core import smoothing as S  # noqa: E402
 from mocap_blender.core.errors import MocapError  # noqa: E402
 from mocap_blender.core.pipeline import _blend_weights, capture_steps  # noqa: E402
 from mocap_blender.core.skeleton import Skeleton  # noqa: E402
+from mocap_blender.core.video import VideoReader  # noqa: E402
 
 MODEL_PATH = Path(__file__).resolve().parents[1] / "mocap_blender" / "weights" / "mocap.onnx"
 needs_model = pytest.mark.skipif(not MODEL_PATH.is_file(), reason="weights/mocap.onnx not exported yet")
@@ -60,13 +61,14 @@ class Recorder:
     """The real model, with its calls recorded."""
 
     def __init__(self, model, corrupt_at=None):
-        self.model, self.calls, self.corrupt_at = model, [], corrupt_at
+        self.model, self.calls, self.firsts, self.corrupt_at = model, [], [], corrupt_at
 
     def __getattr__(self, name):
         return getattr(self.model, name)
 
     def predict(self, frames, rig, **kw):
         self.calls.append((frames.shape, kw.get("ref_frame")))
+        self.firsts.append(frames[0].copy())
         out = self.model.predict(frames, rig, **kw)
         if self.corrupt_at is not None and len(self.calls) == self.corrupt_at:
             out["rotation"][0, 1, 0, 0] = np.nan
@@ -92,9 +94,13 @@ def test_capture_shapes_windows_and_progress(model, clip):
     np.testing.assert_allclose(result.rotations @ np.swapaxes(result.rotations, -1, -2),
                                np.broadcast_to(np.eye(3), result.rotations.shape), atol=1e-6)
     assert result.fps == pytest.approx(30.0) and result.frame_first == 0
-    # windows of 16 overlapping by 4; the reference flag only in the window holding frame 20, at its index
-    assert [c[0][0] for c in rec.calls] == [16, 16, 16, 9]
-    assert [c[1] for c in rec.calls] == [None, 8, None, None]
+    # windows of 16 overlapping by 4; the window holding frame 20 has it flagged at its index, and every other
+    # window gets that frame in front of it, flagged
+    assert [c[0][0] for c in rec.calls] == [17, 16, 17, 10]
+    assert [c[1] for c in rec.calls] == [0, 8, 0, 0]
+    frame20 = next(VideoReader(clip).windows(1, start=20, stop=21, max_side=model.input_size))[1][0]
+    for k in (0, 2, 3):
+        np.testing.assert_array_equal(rec.firsts[k], frame20)
     done = [s[0] for s in steps]
     assert done == sorted(done) and steps[-1][:2] == (45, 45)
     # smoothing keeps the raw result apart, and stays close to it
@@ -203,3 +209,27 @@ def test_overlapping_windows_are_cross_faded(model, clip):
     blend = wa[:, None, None] * R.matrix_to_6d(a[12:16]) + wb[:, None, None] * R.matrix_to_6d(b[:4])
     blend /= (wa + wb)[:, None, None]
     np.testing.assert_allclose(result.raw_rotations[12:16, 1:], R.sixd_to_matrix(blend)[:, 1:], atol=1e-9)
+
+
+@needs_model
+def test_reference_frame_in_front_of_a_window_is_dropped_from_its_output(model, clip):
+    """The window [12, 28) with video frame 40 (the reference) in front: the model sees those 17 frames, frame 40
+    flagged, and the capture keeps its rows 1..16; without `anchor_windows` the window runs alone, unflagged."""
+    sk = chain_skeleton()
+    ref = R.rotvec_to_matrix(np.random.default_rng(1).normal(0, 0.3, (sk.n_joints, 3)))
+
+    class Marked(Recorder):  # the real output, its confidence replaced by the row number
+        def predict(self, frames, rig, **kw):
+            out = super().predict(frames, rig, **kw)
+            out["confidence"][:] = np.arange(len(frames))[:, None] / 100.0
+            return out
+
+    reader = VideoReader(clip)
+    for anchor, size, flag, rows in ((True, 17, 0, np.arange(1, 17)), (False, 16, None, np.arange(16))):
+        rec = Marked(model)
+        res, _ = run(capture_steps(rec, sk, ref, clip, ref_video_frame=40, frame_range=(12, 27), window=16,
+                                   smoothing=0, root_motion=False, anchor_windows=anchor))
+        assert [c[0][0] for c in rec.calls] == [size] and [c[1] for c in rec.calls] == [flag]
+        np.testing.assert_allclose(res.confidence, np.broadcast_to(rows[:, None] / 100.0, res.confidence.shape))
+        first = reader.frame(40 if anchor else 12, max_side=model.input_size)
+        np.testing.assert_array_equal(rec.firsts[0], first)

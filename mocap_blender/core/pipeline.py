@@ -9,6 +9,12 @@ Windows: the clip is cut into windows of the model's length that overlap by `ove
 two predictions are cross-faded (linear weights on the 6D rotation, then Gram-Schmidt), so there is no seam.
 Only one window of frames is in memory at a time, at the model's input resolution.
 
+Reference frame in every window: when the reference pose shows a video frame (the user matched the rig to it),
+that frame is put in front of every window that does not hold it, flagged as the reference, and its output is
+dropped. The network anchors the root turn and the pose to the flagged frame (models/model.py,
+`anchor_ref_frame`), so every window of a long clip is anchored to the same pose, not only the one holding it.
+The frame may lie outside the captured range. It costs one extra frame per window.
+
 Root orientation: the model predicts the root bone's orientation in the camera frame; with the camera's
 orientation relative to the armature (`cam_from_armature`, default: the front view, a camera on the armature's
 -Y side looking along +Y, Z up) it becomes the root's `matrix_basis` rotation.
@@ -28,6 +34,9 @@ from .video import VideoReader
 # Front view as cam_from_armature (armature directions -> camera frame); the transpose of
 # preprocess.FRONT_CAMERA_ROTATION (camera directions -> armature).
 FRONT_CAM_FROM_ARMATURE = preprocess.FRONT_CAMERA_ROTATION.T.copy()
+# `MocapModel.predict` outputs with one row per frame
+PER_FRAME_OUTPUTS = ("positions", "tails", "rotation", "root_orientation", "confidence", "joints2d",
+                     "root_depth_ratio")
 
 
 @dataclass
@@ -81,7 +90,8 @@ def intrinsics(width: int, height: int, lens_fov: float | None = None) -> np.nda
 def capture_steps(model, skeleton: Skeleton, ref_rot, video_path, *, ref_video_frame: int | None = None,
                   cam_from_armature=None, smoothing: float = 1.0, root_motion: bool = True,
                   frame_range: tuple[int, int] | None = None, window: int | None = None,
-                  overlap: int | None = None, lens_fov: float | None = None, ref_location=None):
+                  overlap: int | None = None, lens_fov: float | None = None, ref_location=None,
+                  anchor_windows: bool = True):
     """Generator: yields (done, total, message), returns CaptureResult.
 
     model: `runtime.MocapModel` (its `predict`, `root_translation`, `input_size`, `window_length`, `max_joints`,
@@ -92,6 +102,7 @@ def capture_steps(model, skeleton: Skeleton, ref_rot, video_path, *, ref_video_f
     smoothing: Gaussian sigma in frames (0: off); the raw result is kept beside the smoothed one.
     root_motion: also return the root bone's location channel: the reference value `ref_location` (3,) at the
     reference video frame (or the first frame) plus the root's predicted displacement since then.
+    anchor_windows: put the reference video frame in front of each window that does not hold it (see above).
     """
     reader = video_path if isinstance(video_path, VideoReader) else VideoReader(video_path)
     n_video = reader.n_frames
@@ -126,15 +137,22 @@ def capture_steps(model, skeleton: Skeleton, ref_rot, video_path, *, ref_video_f
     acc_trans = np.zeros((n, 3))
     acc_w = np.zeros(n)
     yield 0, n, f"Reading {n} frames"
+    max_side = int(getattr(model, "input_size", 0)) or None
+    ref_image = None
+    if anchor_windows and ref_video_frame is not None and 0 <= int(ref_video_frame) < n_video:
+        ref_image = reader.frame(int(ref_video_frame), max_side=max_side)[None]  # (1, H, W, 3)
     done = 0
-    for start, frames in reader.windows(window, overlap, start=first, stop=last + 1,
-                                        max_side=int(getattr(model, "input_size", 0)) or None):
+    for start, frames in reader.windows(window, overlap, start=first, stop=last + 1, max_side=max_side):
         t, fh, fw = frames.shape[:3]
         rel = start - first
         ref_local = None
         if ref_video_frame is not None and 0 <= int(ref_video_frame) - start < t:
             ref_local = int(ref_video_frame) - start
-        out = model.predict(frames, rig_inputs, ref_frame=ref_local, cam_to_arm=cam_to_arm)
+        if ref_local is None and ref_image is not None:  # the reference frame, flagged, in front of the window
+            out = model.predict(np.concatenate([ref_image, frames]), rig_inputs, ref_frame=0, cam_to_arm=cam_to_arm)
+            out = {k: v[1:] if k in PER_FRAME_OUTPUTS else v for k, v in out.items()}
+        else:
+            out = model.predict(frames, rig_inputs, ref_frame=ref_local, cam_to_arm=cam_to_arm)
         _check_finite(out, start, t)
         w = _blend_weights(t, overlap, first=rel == 0, last=start + t > last)
         sl = slice(rel, rel + t)

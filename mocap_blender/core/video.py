@@ -116,6 +116,10 @@ class VideoReader:
     def __repr__(self) -> str:
         return f"VideoReader({self.path!r}, n_frames={self.n_frames}, fps={self.fps:g}, size={self.size})"
 
+    def frame(self, index: int, max_side: int | None = None) -> np.ndarray:
+        """One frame (H, W, 3) uint8 RGB, downscaled like `windows`."""
+        return next(self.windows(1, start=index, stop=index + 1, max_side=max_side))[1][0]
+
     def windows(self, length: int, overlap: int = 0, *, start: int = 0, stop: int | None = None,
                 max_side: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
         """Yield (start_index, frames (T, H, W, 3) uint8 RGB) covering frames [start, stop) in windows.
