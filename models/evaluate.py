@@ -19,6 +19,8 @@ methods that predict positions, MPJPE of those positions and the mean image dist
 (pixels of the clip's frames; what a user sees as the overlay). The row "reference at the true root (2D)" has
 only that image distance: the reference pose carried by the TRUE root orientation, scaled by the true depth and
 placed on the true root (weak perspective), what a stage 1 that reads nothing but the root from the image gets.
+--long-window W: whole clips through core/pipeline.py in windows of W frames, reference matched to the first frame,
+given to every window (`anchor_windows`) or only to the first; errors after the first window.
 --speed: onnxruntime frames/s for a 50-joint rig at 2 threads (decode excluded), for one network pass and through
 MocapModel.predict (two passes with the subject crop), and the ONNX-vs-PyTorch max difference.
 """
@@ -34,6 +36,7 @@ import numpy as np
 from mocap_blender.core import ik, metrics, preprocess
 from mocap_blender.core.runtime import MocapModel
 from mocap_blender.core.skeleton import forward_kinematics, pose_tails
+from mocap_blender.core.video import VideoReader
 from .train import Clip, TrainConfig
 
 COLS = ("moving", "all", "root", "mpjpe", "pos_mpjpe", "px2d")
@@ -175,6 +178,64 @@ def evaluate(onnx_path, data_dirs, checkpoint=None, max_clips=None, window=None,
     return acc, labels, len(clips)
 
 
+class FramesReader(VideoReader):
+    """A clip's frames held in memory, read like a video file (for the pipeline rows)."""
+
+    def __init__(self, frames, fps: float = 24.0):
+        self.path, self.frames, self.fps = "<frames>", frames, float(fps)
+        self.n_frames, self.size = len(frames), (frames.shape[2], frames.shape[1])
+
+    def windows(self, length, overlap=0, *, start=0, stop=None, max_side=None):
+        stop = self.n_frames if stop is None else min(stop, self.n_frames)
+        while True:
+            end = min(start + length, stop)
+            yield start, self.frames[start:end].copy()
+            if end >= stop:
+                return
+            start = end - overlap
+
+
+def long_clips(onnx_path, data_dirs, max_clips=None, window=16, overlap=4):
+    """Whole clips through core/pipeline.py in windows of `window` frames, the reference matched to the first
+    frame: with that frame in front of every window (`anchor_windows`) and without (only the first window holds
+    it). Errors over the frames after the first window; smoothing off, the camera of the first frame."""
+    from mocap_blender.core.pipeline import capture_steps
+    model = MocapModel(onnx_path, threads=2)
+    clips, sources = load_eval(data_dirs, max_clips)
+    acc = defaultdict(lambda: defaultdict(list))
+    for i, c in enumerate(clips):
+        group = "real" if sources[i] != "procedural" else "procedural"
+        frames = np.load(c.path)["frames"]
+        true_rot, late = c.basis, slice(window, c.n_frames)
+        rows = {}
+        for label, anchor in (("every window anchored", True), ("first window only", False)):
+            gen = capture_steps(model, c.skel, c.basis[0], FramesReader(frames), ref_video_frame=0,
+                                cam_from_armature=c.cam_to_arm[0].T, smoothing=0.0, root_motion=False,
+                                window=window, overlap=overlap, anchor_windows=anchor)
+            try:
+                while True:
+                    next(gen)
+            except StopIteration as stop:
+                res = stop.value
+            rows[f"model, {label}"] = (res.raw_rotations, res.root_orientation_cam)
+        rows["hold"] = (metrics.hold_baseline(c.basis[0], c.n_frames), None)
+        for method, (rot, root_cam) in rows.items():
+            e = metrics.rotation_errors(rot[late], true_rot[late])
+            acc[(group, method)]["moving"].append(e["moving"])
+            acc[(group, method)]["all"].append(e["all"])
+            if root_cam is not None:
+                acc[(group, method)]["root"].append(metrics.root_orientation_error(root_cam[late], c.root_rot[late]))
+        print(f"  [{i + 1}/{len(clips)}] {c.name} {group} frames {c.n_frames}", flush=True)
+    print(f"\nWhole clips ({len(clips)}) through the pipeline, windows of {window} overlapping by {overlap}, "
+          f"reference = the first frame (matched); frames {window}+ only")
+    head = f"{'group':<11}{'method':<32}" + "".join(f"{c:>11}" for c in ("moving°", "all°", "root°"))
+    print(head + "\n" + "-" * len(head))
+    for (group, method), cols in acc.items():
+        print(f"{group:<11}{method:<32}" + "".join(f"{metrics.pool(cols[k]):>11.2f}" if k in cols else f"{'-':>11}"
+                                                  for k in ("moving", "all", "root")))
+    return acc
+
+
 _ENC_CACHE: dict = {}
 
 
@@ -296,6 +357,9 @@ def main(argv=None):
     ap.add_argument("--figure-clip", default=None, help="clip for the picture (default: first eval clip)")
     ap.add_argument("--variant", action="append", default=[], metavar="LABEL=FILE.onnx",
                     help="another network evaluated on the same clips and references (repeatable)")
+    ap.add_argument("--long-window", type=int, default=0, metavar="W",
+                    help="also run whole clips through the pipeline in windows of W frames, the reference frame "
+                         "in every window or only in its own")
     a = ap.parse_args(argv)
     if a.figure:
         clip = a.figure_clip or str(sorted(Path(a.data[0]).glob("clip_*.npz"))[0])
@@ -304,6 +368,8 @@ def main(argv=None):
         variants = dict(v.split("=", 1) for v in a.variant)
         acc, labels, n = evaluate(a.onnx, a.data, a.checkpoint, a.max_clips, a.window, variants=variants)
         print_table(acc, labels, n)
+    if a.long_window:
+        long_clips(a.onnx, a.data, a.max_clips, a.long_window)
     if a.speed:
         speed(a.onnx, a.checkpoint)
 

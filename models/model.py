@@ -90,6 +90,12 @@ class ModelConfig:
     find_margin: float = 0.4  # the first pass's margin (run time): its joints under-reach the subject (soft-argmax
     # pulls inwards). On 24 unseen procedural clips (seeds 2000000+) its box was a median 0.76 of the training box
     # around the true heads with 0.2, and 0.97 with 0.4
+    # 2D refinement cascade (0 = off): after the heatmap, each round moves every head and tail by a 2D offset read
+    # from the image around it (a patch of the fine grid) and along its bone, after skeleton and temporal attention
+    # between the joints; the found image positions then move the pose in the camera frame directly (weak
+    # perspective at the root's depth, by a learned amount per joint) instead of only through the tokens
+    refine_rounds: int = 0
+    refine_dim: int = 16  # width of the image features each round samples
     prior_width: float = 0.15  # std (input units) of the joint heatmap's prior around where the first guess puts
     # each joint (its learned sharpness scales it)
     freeze_encoder: bool = True
@@ -103,6 +109,7 @@ class ModelConfig:
     def from_dict(cls, d: dict) -> "ModelConfig":
         known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
         known.setdefault("subject_crop", False)  # configs saved before the subject crop saw whole frames
+        known.setdefault("refine_rounds", 0)  # and before the refinement cascade had none
         for k in ("mean", "std"):
             if k in known:
                 known[k] = tuple(known[k])
@@ -220,6 +227,51 @@ class Block(nn.Module):
         return x + self.ffn(self.n4(x))
 
 
+def sample_grid(fmap, pts):
+    """fmap (B*T, C, G, G) a map over the input (cell centres at (i + 0.5) / G), pts (B, T, ..., 2) (u, v) in input
+    units -> (B, T, ..., C) bilinear samples (zero outside the frame)."""
+    b, t = pts.shape[:2]
+    g = (2.0 * pts - 1.0).reshape(b * t, -1, 1, 2)  # grid_sample's [-1, 1], align_corners=False
+    out = F.grid_sample(fmap, g, mode="bilinear", padding_mode="zeros", align_corners=False)  # (BT, C, P, 1)
+    return out[..., 0].transpose(1, 2).reshape(*pts.shape[:-1], fmap.shape[1])
+
+
+class Refine(nn.Module):
+    """One round of the 2D cascade: every head and tail reads a PATCH x PATCH patch of the fine grid around where
+    it is (spaced `spacing` cells) and SEG points along its bone; the joints exchange what they saw (skeleton and
+    temporal attention) and each moves its head and tail by an offset in units of the patch spacing."""
+    PATCH, SEG = 5, 5
+
+    def __init__(self, cfg: ModelConfig, spacing: float):
+        super().__init__()
+        d, c, g = cfg.dim, cfg.refine_dim, cfg.img_size // 8
+        self.proj = nn.Linear(d, c)
+        self.inp = mlp(d + (2 * self.PATCH ** 2 + self.SEG) * c + 4, d, 2 * d)
+        self.block = Block(cfg, images=False, local_image=False)
+        self.norm = nn.LayerNorm(d)
+        self.delta = nn.Linear(d, 4)  # head du dv, tail du dv
+        nn.init.zeros_(self.delta.weight), nn.init.zeros_(self.delta.bias)  # untrained: no move
+        self.step = spacing / g  # input units per patch spacing
+        o = (torch.arange(self.PATCH, dtype=torch.float32) - (self.PATCH - 1) / 2) * self.step
+        self.register_buffer("offsets", torch.stack(torch.meshgrid(o, o, indexing="xy"), -1).reshape(-1, 2),
+                             persistent=False)  # (P*P, 2)
+        self.register_buffer("along", torch.linspace(0.1, 0.9, self.SEG)[:, None], persistent=False)  # (SEG, 1)
+
+    def forward(self, h, uv, fine, skel_bias, time_bias):
+        """h (B, T, J, D) joint tokens, uv (B, T, J, 2[head, tail], 2), fine (B, T, N8, D) -> h, moved uv."""
+        b, t, j = h.shape[:3]
+        g = int(round(math.sqrt(fine.shape[2])))
+        fmap = self.proj(fine).view(b * t, g, g, -1).permute(0, 3, 1, 2)  # (BT, C, G, G)
+        at = uv.detach()  # where to look; the offset's gradient comes from the loss on the moved positions
+        ends = at[..., None, :] + self.offsets  # (B, T, J, 2, P*P, 2)
+        seg = at[..., :1, :] + self.along * (at[..., 1:, :] - at[..., :1, :])  # (B, T, J, SEG, 2)
+        pts = torch.cat([ends.flatten(3, 4), seg], 3)  # (B, T, J, 2*P*P + SEG, 2)
+        seen = sample_grid(fmap, pts).flatten(3)  # (B, T, J, K*C)
+        h = h + self.inp(torch.cat([h, seen, at.flatten(-2)], -1))
+        h = self.block(h, skel_bias, time_bias)
+        return h, uv + self.step * self.delta(self.norm(h)).view(b, t, j, 2, 2)
+
+
 class MocapNet(nn.Module):
     def __init__(self, cfg: ModelConfig, pretrained: bool = True):
         super().__init__()
@@ -254,6 +306,10 @@ class MocapNet(nn.Module):
         self.prior_sharp = nn.Parameter(torch.tensor(0.5413))  # softplus -> 1: a prior of `prior_width`
         self.loc_in = mlp(2 * d + 8, d, 2 * d)  # image features at the found head and tail, where, and how far
         # from where the first guess put them
+        # the cascade: patch spacing 1 cell, then half a cell, ...
+        self.refine = nn.ModuleList([Refine(cfg, 0.5 ** i) for i in range(cfg.refine_rounds)])
+        self.lift_gate = nn.Linear(d, 2)  # how far the found image positions move the head and tail (camera frame)
+        nn.init.zeros_(self.lift_gate.weight), nn.init.zeros_(self.lift_gate.bias)
         self.pose_head = nn.Linear(d, 6 + 1)  # head xyz, tail xyz (camera), confidence
         with torch.no_grad():
             self.pose_head.weight[:6].zero_(), self.pose_head.bias[:6].zero_()  # start at the reference pose
@@ -411,16 +467,31 @@ class MocapNet(nn.Module):
             heat = torch.softmax(logits, dim=-1)
             uv = (heat @ self.img_xy8).view(b, t, j, 2, 2)  # (B, T, J, 2[head, tail], 2)
             seen = (heat @ fine).view(b, t, j, -1)  # (B, T, J, 2D) image features at the head and tail
-            h1 = h1 + self.loc_in(torch.cat([seen, uv.flatten(-2), (uv - prior.view(b, t, j, 2, 2)).flatten(-2)],
-                                            -1))
+            prior = prior.view(b, t, j, 2, 2)
+            uv_steps = [uv]
+            if len(self.refine):  # the cascade, then the features where it ended
+                for rf in self.refine:
+                    h1, uv = rf(h1, uv, fine, rf.block.skel.graph_bias(hops, edge_type, local_mask, joint_pad),
+                                rf.block.time.time_bias(t))
+                    uv_steps.append(uv)
+                g8 = int(round(math.sqrt(fine.shape[2])))
+                seen = sample_grid(fine.reshape(b * t, g8, g8, -1).permute(0, 3, 1, 2), uv).flatten(3)
+            h1 = h1 + self.loc_in(torch.cat([seen, uv.flatten(-2), (uv - prior).flatten(-2)], -1))
             p = self.pose_head(h1)  # (B, T, J, 7)
+            if len(self.refine):
+                # where the image puts the head and tail against the guess's layout, in the camera frame (weak
+                # perspective: x = u * depth ratio, y = -v * depth ratio), by a learned amount
+                duv = (uv - prior) * torch.exp(r[..., 6])[:, :, None, None, None]  # (B, T, J, 2, 2)
+                lift = torch.cat([duv[..., :1], -duv[..., 1:], torch.zeros_like(duv[..., :1])], -1)
+                lift = (self.lift_gate(h1)[..., None] * lift).flatten(-2)  # (B, T, J, 6)
+                p = torch.cat([p[..., :6] + lift, p[..., 6:]], -1)
             p = torch.cat([self.anchored(p[..., :6], ref_flag), p[..., 6:]], -1)
             head_cam = head0 + p[..., 0:3] - p[..., :1, 0:3]  # root-relative (B, T, J, 3)
             tail_cam = tail0 + p[..., 3:6] - p[..., :1, 0:3]
             confidence = torch.sigmoid(p[..., 6])
             out.update(head_cam=head_cam, tail_cam=tail_cam, uv=uv[..., 0, :], tail_uv=uv[..., 1, :],
                        confidence=confidence, root_rot=root_rot, log_root_depth=r[..., 6],
-                       loc_logits=logits.view(b, t, j, 2, -1))
+                       loc_logits=logits.view(b, t, j, 2, -1), uv_steps=uv_steps[:-1], uv_prior=prior)
             # canonical (root frame) pose: O^T p
             rt = root_rot.transpose(-1, -2)[:, :, None]  # (B, T, 1, 3, 3)
             head_can = mv3(rt, head_cam)

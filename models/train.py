@@ -316,8 +316,12 @@ def stage1_losses(out, b, grid_xy=None) -> dict:
     l_pos = _masked_mean(err + (out["tail_cam"] - b["tail_cam"]).norm(dim=-1), m)
     inside = ((b["uv"] > 0) & (b["uv"] < 1)).all(-1).float() * m
     inside_t = ((b["tail_uv"] > 0) & (b["tail_uv"] < 1)).all(-1).float() * m
-    l_uv = _masked_mean((out["uv"] - b["uv"]).abs().sum(-1), inside) + _masked_mean(
-        (out["tail_uv"] - b["tail_uv"]).abs().sum(-1), inside_t)
+    def uv_loss(head, tail):
+        return _masked_mean((head - b["uv"]).abs().sum(-1), inside) + _masked_mean(
+            (tail - b["tail_uv"]).abs().sum(-1), inside_t)
+    l_uv = uv_loss(out["uv"], out["tail_uv"])
+    for uv in out.get("uv_steps", []):  # the refinement cascade's earlier rounds, at half weight
+        l_uv = l_uv + 0.5 * uv_loss(uv[..., 0, :], uv[..., 1, :]) / len(out["uv_steps"])
     l_heat = 0.0
     if grid_xy is not None:
         cell = float(1.0 / math.sqrt(grid_xy.shape[0]))
@@ -447,10 +451,10 @@ def load_feats(cache: Path, name: str):
 # Training loop
 # ----------------------------------------------------------------------------------------------------------
 
-def lr_at(step: int, tc: TrainConfig) -> float:
+def lr_at(step: int, tc: TrainConfig, forked_at: int = 0) -> float:
     warm = 50
     start = 0 if step < tc.steps_a else tc.steps_a  # warm up again when the image stages begin
-    s = step - start
+    s = step - max(start, forked_at)  # and after a fork (fresh optimizer state, fresh layers)
     w = min(1.0, (s + 1) / warm)
     frac = step / max(1, tc.total)
     return tc.lr * w * (0.2 + 0.8 * 0.5 * (1 + math.cos(math.pi * frac)))
@@ -480,7 +484,7 @@ def fit(tc: TrainConfig, mc: ModelConfig, resume: bool = True, quiet: bool = Fal
     rng = np.random.default_rng(tc.seed)
     torch.manual_seed(tc.seed)
     ck_path = run / "last.pt"
-    step = 0
+    step = forked_at = 0
     if resume and ck_path.exists():
         ck = torch.load(ck_path, map_location="cpu", weights_only=False)
         mc = ModelConfig.from_dict(ck["config"])
@@ -496,7 +500,7 @@ def fit(tc: TrainConfig, mc: ModelConfig, resume: bool = True, quiet: bool = Fal
             own = net.state_dict()
             fit_ = {k: v for k, v in ck["model"].items() if k in own and own[k].shape == v.shape}
             net.load_state_dict(fit_, strict=False)
-            step = int(ck["step"])
+            step = forked_at = int(ck["step"])
             rng = np.random.default_rng(tc.seed + step)
             log(f"initialised from {tc.init_from} (step {step}): {len(fit_)} of {len(own)} tensors; "
                 f"fresh: {sorted({k.split('.')[0] for k in own if k not in fit_})}")
@@ -564,7 +568,7 @@ def fit(tc: TrainConfig, mc: ModelConfig, resume: bool = True, quiet: bool = Fal
                        for n in names]
         b = collate(samples, mc.max_hops)
         for g in opt.param_groups:
-            g["lr"] = lr_at(step, tc)
+            g["lr"] = lr_at(step, tc, forked_at)
         p_gt = 0.5 * max(0.0, 1.0 - (step - tc.steps_a - tc.steps_b) / max(1, 0.7 * tc.steps_c))
         loss, parts, _ = run_batch(net, b, stage, p_gt, rng)
         opt.zero_grad(set_to_none=True)
@@ -579,7 +583,7 @@ def fit(tc: TrainConfig, mc: ModelConfig, resume: bool = True, quiet: bool = Fal
         if step % tc.log_every == 0:
             msg = " ".join(f"{k}={v:.4f}" for k, v in running.items())
             bar.set_postfix_str(f"{stage} {msg}"[:120])
-            log(f"step {step} stage {stage} lr {lr_at(step, tc):.2e} {msg} "
+            log(f"step {step} stage {stage} lr {lr_at(step, tc, forked_at):.2e} {msg} "
                 f"({(time.time() - t0) / 60:.1f} min, {len(pool)} clips)")
         boundary = step in (tc.steps_a, tc.steps_a + tc.steps_b, tc.total)
         if step % tc.save_every == 0 or boundary:

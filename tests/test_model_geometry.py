@@ -88,15 +88,17 @@ def test_stage2_prior_is_the_ik_solution_on_exact_positions():
     np.testing.assert_allclose(unit(tails - heads)[:, one], unit(tail_can - head_can)[:, one], atol=1e-5)
 
 
-def test_reference_frame_gets_the_reference_exactly():
+@pytest.mark.parametrize("refine_rounds", [0, 2])
+def test_reference_frame_gets_the_reference_exactly(refine_rounds):
     """Matched protocol: on the frame the reference shows, stage 1's root orientation is the reference's and its
-    pose is the reference pose carried by it, whatever the (here random) weights; without a reference frame the
-    residuals apply on every frame."""
+    pose is the reference pose carried by it, whatever the (here random) weights, with or without the 2D
+    refinement cascade moving the pose; without a reference frame the residuals apply on every frame."""
     from mocap_blender.core import preprocess
     from models.export import dummy_inputs
     from models.model import MocapNet, ModelConfig
     torch.manual_seed(0)
-    cfg = ModelConfig(encoder="small8", img_size=64, dim=32, stage1_layers=1, stage2_layers=1)
+    cfg = ModelConfig(encoder="small8", img_size=64, dim=32, stage1_layers=1, stage2_layers=1,
+                      refine_rounds=refine_rounds)
     net = MocapNet(cfg, pretrained=False).eval()
     with torch.no_grad():  # non-zero residual heads
         for p in net.parameters():
@@ -137,3 +139,44 @@ def test_stage2_aims_at_averaged_positions_only_where_they_are_noisy():
     before = (noisy - motion)[:, 2:-2].norm(dim=-1).mean()
     after = (out - motion)[:, 2:-2].norm(dim=-1).mean()
     assert after < 0.65 * before, (float(after), float(before))
+
+
+def test_sample_grid_reads_the_map_where_asked():
+    """sample_grid: at a cell centre it returns that cell; half way between two cells, their mean; outside the
+    frame, zero (the fine grid's cell centres are at (i + 0.5) / G, as MocapNet.img_xy8)."""
+    from models.model import sample_grid
+    g = 8
+    fmap = torch.zeros(1, 2, g, g)
+    fmap[0, 0, 3, 5] = 1.0  # row 3 (v), column 5 (u)
+    fmap[0, 1, 3, 6] = 4.0
+    pts = torch.tensor([[[[5.5 / g, 3.5 / g], [6.0 / g, 3.5 / g], [1.2, 0.5]]]])  # (B=1, T=1, 3, 2)
+    out = sample_grid(fmap, pts)[0, 0]  # (3, 2)
+    torch.testing.assert_close(out, torch.tensor([[1.0, 0.0], [0.5, 2.0], [0.0, 0.0]]))
+
+
+def test_refinement_moves_the_pose_by_what_it_finds_in_the_image():
+    """The cascade: each round moves the heads and tails by its offset (in units of its patch spacing), and the
+    found image positions move the camera-frame pose by weak perspective at the root's depth (x = du * depth,
+    y = -dv * depth, root-relative) times the learned amount; the untrained cascade moves nothing."""
+    from models.export import dummy_inputs
+    from models.model import MocapNet, ModelConfig
+    torch.manual_seed(0)
+    cfg = ModelConfig(encoder="small8", img_size=64, dim=32, stage1_layers=1, stage2_layers=1, refine_rounds=2)
+    net = MocapNet(cfg, pretrained=False).eval()
+    frames, feats, ref6, parents, hops, edge, mask, flag = dummy_inputs(cfg, t=5, j=7)
+    f = lambda a: torch.from_numpy(np.asarray(a))[None]
+    args = (f(frames), f(feats), f(ref6), f(parents), f(hops), f(edge), f(mask), torch.zeros(1, 5))
+    with torch.no_grad():
+        base = net.forward_frames(*args, stages=1)
+        torch.testing.assert_close(base["uv_steps"][0][..., 0, :], base["uv"])  # untrained: no move
+        net.refine[0].delta.bias.copy_(torch.tensor([1.0, -2.0, 0.5, 0.0]))
+        net.refine[1].delta.weight.normal_(0.0, 0.1)  # a move that differs per joint
+        out = net.forward_frames(*args, stages=1)
+        step0 = out["uv_steps"][1] - out["uv_steps"][0]  # (1, T, J, 2, 2)
+        torch.testing.assert_close(step0[..., 0, :], torch.tensor([1.0, -2.0]).expand_as(step0[..., 0, :]) / 8)
+        torch.testing.assert_close(out["head_cam"], base["head_cam"])  # lift amount 0: the pose is unchanged
+        net.lift_gate.bias.fill_(1.0)
+        lifted = net.forward_frames(*args, stages=1)
+    duv = (lifted["uv"] - lifted["uv_prior"][..., 0, :]) * torch.exp(lifted["log_root_depth"])[..., None, None]
+    move = torch.stack([duv[..., 0], -duv[..., 1], torch.zeros_like(duv[..., 0])], -1)
+    torch.testing.assert_close(lifted["head_cam"] - base["head_cam"], move - move[:, :, :1], atol=1e-5, rtol=1e-4)
