@@ -96,6 +96,9 @@ class ModelConfig:
     # perspective at the root's depth, by a learned amount per joint) instead of only through the tokens
     refine_rounds: int = 0
     refine_dim: int = 16  # width of the image features each round samples
+    lift_align: bool = False  # lift only what the found positions add to the guess's layout beyond the 2D similarity
+    # (scale, in-plane turn, shift) that best maps the layout onto them: a wrong depth or placement of the whole
+    # body is then not read as articulation
     prior_width: float = 0.15  # std (input units) of the joint heatmap's prior around where the first guess puts
     # each joint (its learned sharpness scales it)
     freeze_encoder: bool = True
@@ -236,6 +239,19 @@ def sample_grid(fmap, pts):
     return out[..., 0].transpose(1, 2).reshape(*pts.shape[:-1], fmap.shape[1])
 
 
+def similar(p, q, w):
+    """The 2D similarity (scale, turn, shift) of points p that best matches q (least squares, weights w), applied
+    to p. p, q (B, T, J, K, 2), w broadcastable to (B, T, J, K, 1) -> (B, T, J, K, 2)."""
+    w = w.expand(*p.shape[:-1], 1)
+    n = w.sum((2, 3), keepdim=True).clamp_min(1e-6)
+    mp, mq = (w * p).sum((2, 3), keepdim=True) / n, (w * q).sum((2, 3), keepdim=True) / n
+    p0, q0 = p - mp, q - mq
+    den = (w * p0 * p0).sum((2, 3, 4), keepdim=True)[..., 0] + 1e-9  # (B, T, 1, 1)
+    re = (w[..., 0] * (p0[..., 0] * q0[..., 0] + p0[..., 1] * q0[..., 1])).sum((2, 3), keepdim=True) / den
+    im = (w[..., 0] * (p0[..., 0] * q0[..., 1] - p0[..., 1] * q0[..., 0])).sum((2, 3), keepdim=True) / den
+    return mq + torch.stack([re * p0[..., 0] - im * p0[..., 1], im * p0[..., 0] + re * p0[..., 1]], -1)
+
+
 class Refine(nn.Module):
     """One round of the 2D cascade: every head and tail reads a PATCH x PATCH patch of the fine grid around where
     it is (spaced `spacing` cells) and SEG points along its bone; the joints exchange what they saw (skeleton and
@@ -308,8 +324,9 @@ class MocapNet(nn.Module):
         # from where the first guess put them
         # the cascade: patch spacing 1 cell, then half a cell, ...
         self.refine = nn.ModuleList([Refine(cfg, 0.5 ** i) for i in range(cfg.refine_rounds)])
-        self.lift_gate = nn.Linear(d, 2)  # how far the found image positions move the head and tail (camera frame)
-        nn.init.zeros_(self.lift_gate.weight), nn.init.zeros_(self.lift_gate.bias)
+        if cfg.refine_rounds:
+            self.lift_gate = nn.Linear(d, 2)  # how far the found image positions move the head and tail (camera)
+            nn.init.zeros_(self.lift_gate.weight), nn.init.zeros_(self.lift_gate.bias)
         self.pose_head = nn.Linear(d, 6 + 1)  # head xyz, tail xyz (camera), confidence
         with torch.no_grad():
             self.pose_head.weight[:6].zero_(), self.pose_head.bias[:6].zero_()  # start at the reference pose
@@ -481,7 +498,8 @@ class MocapNet(nn.Module):
             if len(self.refine):
                 # where the image puts the head and tail against the guess's layout, in the camera frame (weak
                 # perspective: x = u * depth ratio, y = -v * depth ratio), by a learned amount
-                duv = (uv - prior) * torch.exp(r[..., 6])[:, :, None, None, None]  # (B, T, J, 2, 2)
+                base = similar(prior, uv, valid[..., None]) if self.cfg.lift_align else prior
+                duv = (uv - base) * torch.exp(r[..., 6])[:, :, None, None, None]  # (B, T, J, 2, 2)
                 lift = torch.cat([duv[..., :1], -duv[..., 1:], torch.zeros_like(duv[..., :1])], -1)
                 lift = (self.lift_gate(h1)[..., None] * lift).flatten(-2)  # (B, T, J, 6)
                 p = torch.cat([p[..., :6] + lift, p[..., 6:]], -1)

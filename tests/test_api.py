@@ -96,7 +96,8 @@ def test_reference_frame_inside_the_clip_is_told_to_the_model(empty_scene, clip,
 
     monkeypatch.setattr(api.MODEL, "get", lambda: Recorder())
     api.capture(obj, clip, frame_start=1, reference_frame=8)
-    assert seen[0] == 7 and all(s is None for s in seen[1:])
+    # the window holding video frame 7 has it at its index; later windows get it in front of them, flagged
+    assert len(seen) > 1 and seen[0] == 7 and all(s == 0 for s in seen[1:])
     seen.clear()
     api.capture(obj, clip, frame_start=100, reference_frame=8)  # reference outside the clip's frames
     assert all(s is None for s in seen)
