@@ -13,8 +13,11 @@ Read top to bottom:
      of the pose (the reference carried by that orientation + a residual); then each joint's head and tail is
      found on the stride-8 grid: a heatmap over the grid cells, biased towards where the guess lands in the
      picture (its layout at the root's depth, centred on where the joints are seen), read out by soft-argmax,
-     trained with a cross-entropy towards the true cell; the image features there and those image coordinates
-     refine the heads and tails per joint in the camera frame (root-relative, / rig height) and a confidence.
+     trained with a cross-entropy towards the true cell; with `refine_rounds`, a cascade then moves each head
+     and tail by 2D offsets read from the image around it and along its bone (`Refine`), and the found image
+     positions move the pose in the camera frame by weak perspective, by a learned amount; the image features
+     there and those image coordinates refine the heads and tails per joint in the camera frame (root-relative,
+     / rig height) and a confidence.
      When the reference shows a frame of the window, the root turn and the pose residuals are taken relative
      to theirs on that frame: it gets the reference exactly, and a bias the network reads into every frame of
      an unfamiliar body cancels (`anchor_ref_frame`).
@@ -93,7 +96,10 @@ class ModelConfig:
     # 2D refinement cascade (0 = off): after the heatmap, each round moves every head and tail by a 2D offset read
     # from the image around it (a patch of the fine grid) and along its bone, after skeleton and temporal attention
     # between the joints; the found image positions then move the pose in the camera frame directly (weak
-    # perspective at the root's depth, by a learned amount per joint) instead of only through the tokens
+    # perspective at the root's depth, by a learned amount per joint) instead of only through the tokens. Off by
+    # default: run v9 (1 Dec, 2 rounds) found joints far better on procedural rigs (2D 4.65 px against 6.47 without,
+    # below the 6.17 of the reference placed at the true root) but its rotations did not follow (15.58 against
+    # 15.45 degrees), and on the unseen real rigs it moved joints the wrong way (2D 10.67 against 8.67 px)
     refine_rounds: int = 0
     refine_dim: int = 16  # width of the image features each round samples
     lift_align: bool = False  # lift only what the found positions add to the guess's layout beyond the 2D similarity

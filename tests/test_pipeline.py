@@ -233,3 +233,19 @@ def test_reference_frame_in_front_of_a_window_is_dropped_from_its_output(model, 
         np.testing.assert_allclose(res.confidence, np.broadcast_to(rows[:, None] / 100.0, res.confidence.shape))
         first = reader.frame(40 if anchor else 12, max_side=model.input_size)
         np.testing.assert_array_equal(rec.firsts[0], first)
+
+
+def test_frames_reader_windows_like_a_video_file(clip):
+    """models.evaluate.FramesReader (frames held in memory, for the whole-clip evaluation) cuts windows exactly as
+    VideoReader does."""
+    from models.evaluate import FramesReader
+    video = VideoReader(clip)
+    frames = next(video.windows(video.n_frames))[1]
+    held = FramesReader(frames)
+    for kw in (dict(), dict(start=5, stop=40)):
+        a = list(video.windows(16, 4, **kw))
+        b = list(held.windows(16, 4, **kw))
+        assert [s for s, _ in a] == [s for s, _ in b]
+        for (_, x), (_, y) in zip(a, b):
+            np.testing.assert_array_equal(x, y)
+    np.testing.assert_array_equal(held.frame(20), frames[20])
