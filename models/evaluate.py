@@ -199,7 +199,7 @@ def long_clips(onnx_path, data_dirs, max_clips=None, window=16, overlap=4):
     """Whole clips through core/pipeline.py in windows of `window` frames, the reference matched to the first
     frame: with that frame in front of every window (`anchor_windows`) and without (only the first window holds
     it). Errors over the frames after the first window; smoothing off, the camera of the first frame."""
-    from mocap_blender.core.pipeline import capture_steps
+    from mocap_blender.core.pipeline import capture
     model = MocapModel(onnx_path, threads=2)
     clips, sources = load_eval(data_dirs, max_clips)
     acc = defaultdict(lambda: defaultdict(list))
@@ -209,14 +209,9 @@ def long_clips(onnx_path, data_dirs, max_clips=None, window=16, overlap=4):
         true_rot, late = c.basis, slice(window, c.n_frames)
         rows = {}
         for label, anchor in (("every window anchored", True), ("first window only", False)):
-            gen = capture_steps(model, c.skel, c.basis[0], FramesReader(frames), ref_video_frame=0,
-                                cam_from_armature=c.cam_to_arm[0].T, smoothing=0.0, root_motion=False,
-                                window=window, overlap=overlap, anchor_windows=anchor)
-            try:
-                while True:
-                    next(gen)
-            except StopIteration as stop:
-                res = stop.value
+            res = capture(model, c.skel, c.basis[0], FramesReader(frames), ref_video_frame=0,
+                          cam_from_armature=c.cam_to_arm[0].T, smoothing=0.0, root_motion=False, window=window,
+                          overlap=overlap, anchor_windows=anchor)
             rows[f"model, {label}"] = (res.raw_rotations, res.root_orientation_cam)
         rows["hold"] = (metrics.hold_baseline(c.basis[0], c.n_frames), None)
         for method, (rot, root_cam) in rows.items():

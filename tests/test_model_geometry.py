@@ -1,4 +1,5 @@
 """The torch FK / 6D helpers in models/ agree with the numpy core."""
+import math
 import numpy as np
 import pytest
 
@@ -180,3 +181,19 @@ def test_refinement_moves_the_pose_by_what_it_finds_in_the_image():
     duv = (lifted["uv"] - lifted["uv_prior"][..., 0, :]) * torch.exp(lifted["log_root_depth"])[..., None, None]
     move = torch.stack([duv[..., 0], -duv[..., 1], torch.zeros_like(duv[..., 0])], -1)
     torch.testing.assert_close(lifted["head_cam"] - base["head_cam"], move - move[:, :, :1], atol=1e-5, rtol=1e-4)
+
+
+def test_similar_finds_the_2d_similarity():
+    """similar(p, q, w): when q is p scaled, turned and shifted, it returns q exactly; padded points (weight 0) do
+    not pull the fit."""
+    from models.model import similar
+    torch.manual_seed(0)
+    p = torch.rand(1, 3, 6, 2, 2)
+    a, s, shift = 0.7, 1.8, torch.tensor([0.2, -0.1])
+    rot = torch.tensor([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]])
+    q = s * p @ rot.T + shift
+    w = torch.ones(1, 1, 6, 1, 1)
+    w[:, :, -1] = 0.0
+    q[:, :, -1] += 5.0  # a wrong point where the weight is 0
+    fit = similar(p, q, w)
+    torch.testing.assert_close(fit[:, :, :-1], q[:, :, :-1], atol=1e-5, rtol=1e-5)

@@ -190,3 +190,13 @@ def capture_steps(model, skeleton: Skeleton, ref_rot, video_path, *, ref_video_f
     return CaptureResult(names=skeleton.names, rotations=smoothed, raw_rotations=raw, confidence=conf,
                          root_orientation_cam=root_cam, heads_cam=heads, fps=reader.fps, frame_first=first,
                          root_location=loc, raw_root_location=raw_loc)
+
+
+def capture(*args, **kwargs) -> CaptureResult:
+    """`capture_steps` run to the end, without progress (scripts, measurements)."""
+    gen = capture_steps(*args, **kwargs)
+    while True:
+        try:
+            next(gen)
+        except StopIteration as stop:
+            return stop.value
