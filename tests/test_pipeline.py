@@ -14,6 +14,7 @@ from mocap_blender.core import rotations as R  # noqa: E402
 from mocap_blender.core import smoothing as S  # noqa: E402
 from mocap_blender.core.errors import MocapError  # noqa: E402
 from mocap_blender.core.pipeline import _blend_weights, capture_steps  # noqa: E402
+from mocap_blender.core.runtime import PER_FRAME_OUTPUTS  # noqa: E402
 from mocap_blender.core.skeleton import Skeleton  # noqa: E402
 from mocap_blender.core.video import VideoReader  # noqa: E402
 
@@ -221,6 +222,7 @@ def test_reference_frame_in_front_of_a_window_is_dropped_from_its_output(model, 
     class Marked(Recorder):  # the real output, its confidence replaced by the row number
         def predict(self, frames, rig, **kw):
             out = super().predict(frames, rig, **kw)
+            assert {k for k, v in out.items() if len(v) == len(frames)} == set(PER_FRAME_OUTPUTS)
             out["confidence"][:] = np.arange(len(frames))[:, None] / 100.0
             return out
 

@@ -28,15 +28,13 @@ import numpy as np
 
 from . import preprocess, rotations as R, smoothing as S
 from .errors import MocapError
+from .runtime import PER_FRAME_OUTPUTS
 from .skeleton import Skeleton
 from .video import VideoReader
 
 # Front view as cam_from_armature (armature directions -> camera frame); the transpose of
 # preprocess.FRONT_CAMERA_ROTATION (camera directions -> armature).
 FRONT_CAM_FROM_ARMATURE = preprocess.FRONT_CAMERA_ROTATION.T.copy()
-# `MocapModel.predict` outputs with one row per frame
-PER_FRAME_OUTPUTS = ("positions", "tails", "rotation", "root_orientation", "confidence", "joints2d",
-                     "root_depth_ratio")
 
 
 @dataclass

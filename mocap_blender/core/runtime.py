@@ -23,6 +23,9 @@ ROTATION_FORMAT = "6d-columns"
 REQUIRED_META = ("format_version", "input_size", "rotation_format", "mean", "std", "window_length", "max_joints",
                  "n_joint_features", "subject_crop", "find_margin", "crop_min_side")
 NETWORK_RIG_INPUTS = ("joint_feats", "ref_rot6d", "parents", "hops", "edge_type", "local_mask")
+# `MocapModel.predict` outputs with one row per frame (the others describe the whole window)
+PER_FRAME_OUTPUTS = ("positions", "tails", "rotation", "root_orientation", "confidence", "joints2d",
+                     "root_depth_ratio")
 
 
 class MocapModel:
