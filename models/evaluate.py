@@ -240,7 +240,7 @@ def stage2_rotations(net, model, frames, rig, ref_k, head_can, tail_can, head_ca
     runtime chose (its `predict(...)["box"]`), or whole."""
     import torch
     t = len(frames)
-    box = np.array([0.5, 0.5, 1.0]) if box is None else np.asarray(box, dtype=np.float64)
+    box = np.array(preprocess.WHOLE_FRAME) if box is None else np.asarray(box, dtype=np.float64)
     f = lambda a: torch.from_numpy(np.asarray(a, dtype=np.float32))[None]
     with torch.no_grad():
         key = (id(net), frames.__array_interface__["data"][0], t, tuple(box))

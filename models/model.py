@@ -236,6 +236,13 @@ class Block(nn.Module):
         return x + self.ffn(self.n4(x))
 
 
+def as_map(fine):
+    """Fine-grid tokens (B, T, G*G, C) (row-major: v then u) -> (B*T, C, G, G), the layout grid_sample reads."""
+    b, t, n, c = fine.shape
+    g = int(round(math.sqrt(n)))
+    return fine.reshape(b * t, g, g, c).permute(0, 3, 1, 2)
+
+
 def sample_grid(fmap, pts):
     """fmap (B*T, C, G, G) a map over the input (cell centres at (i + 0.5) / G), pts (B, T, ..., 2) (u, v) in input
     units -> (B, T, ..., C) bilinear samples (zero outside the frame)."""
@@ -282,8 +289,7 @@ class Refine(nn.Module):
     def forward(self, h, uv, fine, skel_bias, time_bias):
         """h (B, T, J, D) joint tokens, uv (B, T, J, 2[head, tail], 2), fine (B, T, N8, D) -> h, moved uv."""
         b, t, j = h.shape[:3]
-        g = int(round(math.sqrt(fine.shape[2])))
-        fmap = self.proj(fine).view(b * t, g, g, -1).permute(0, 3, 1, 2)  # (BT, C, G, G)
+        fmap = as_map(self.proj(fine))  # (BT, C, G, G)
         at = uv.detach()  # where to look; the offset's gradient comes from the loss on the moved positions
         ends = at[..., None, :] + self.offsets  # (B, T, J, 2, P*P, 2)
         seg = at[..., :1, :] + self.along * (at[..., 1:, :] - at[..., :1, :])  # (B, T, J, SEG, 2)
@@ -497,8 +503,7 @@ class MocapNet(nn.Module):
                     h1, uv = rf(h1, uv, fine, rf.block.skel.graph_bias(hops, edge_type, local_mask, joint_pad),
                                 rf.block.time.time_bias(t))
                     uv_steps.append(uv)
-                g8 = int(round(math.sqrt(fine.shape[2])))
-                seen = sample_grid(fine.reshape(b * t, g8, g8, -1).permute(0, 3, 1, 2), uv).flatten(3)
+                seen = sample_grid(as_map(fine), uv).flatten(3)
             h1 = h1 + self.loc_in(torch.cat([seen, uv.flatten(-2), (uv - prior).flatten(-2)], -1))
             p = self.pose_head(h1)  # (B, T, J, 7)
             if len(self.refine):

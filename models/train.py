@@ -203,7 +203,7 @@ def training_box(clip: Clip, mc: ModelConfig) -> np.ndarray:
     of the first pass that finds them at run time."""
     rng = np.random.default_rng([int.from_bytes(clip.name.encode()[-8:], "little"), 29])
     if not mc.subject_crop or rng.random() < CROP_FULL_SHARE:
-        return np.array([0.5, 0.5, 1.0])
+        return np.array(preprocess.WHOLE_FRAME)
     cx, cy, side = preprocess.subject_box(clip.uv, mc.crop_margin, mc.crop_min_side)
     side = float(np.clip(side * np.exp(rng.normal(0, CROP_SCALE)), mc.crop_min_side, 1.0))
     cx, cy = np.array([cx, cy]) + rng.normal(0, CROP_SHIFT, 2) * side
@@ -421,7 +421,7 @@ def cache_features(data_dirs, cache: Path, cfg: ModelConfig, loop: bool = False,
         for p in tqdm(todo, desc="features", unit="clip", mininterval=10):
             try:
                 frames = np.load(p)["frames"]
-                box = training_box(Clip(p), cfg) if cfg.subject_crop else np.array([0.5, 0.5, 1.0])
+                box = training_box(Clip(p), cfg) if cfg.subject_crop else np.array(preprocess.WHOLE_FRAME)
             except Exception:
                 continue  # being written
             x = preprocess.crop_inputs(preprocess.preprocess_frames(frames, cfg.img_size, cfg.mean, cfg.std), box)
@@ -443,7 +443,7 @@ def load_feats(cache: Path, name: str):
     if not p.exists():
         return None
     d = np.load(p)
-    box = d["box"] if "box" in d.files else np.array([0.5, 0.5, 1.0])  # caches made before subject crops
+    box = d["box"] if "box" in d.files else np.array(preprocess.WHOLE_FRAME)  # caches made before subject crops
     return d["f8"], d["f16"], d["f32"], box
 
 

@@ -91,6 +91,9 @@ def uv_to_pixels(uv, height: int, width: int, size: int) -> np.ndarray:
     return np.stack([(uv[..., 0] * size - ox) / scale, (uv[..., 1] * size - oy) / scale], axis=-1)
 
 
+WHOLE_FRAME = (0.5, 0.5, 1.0)  # the square crop (cx, cy, side) that is the whole model input: no crop
+
+
 def subject_box(uv, margin: float, min_side: float) -> np.ndarray:
     """Image positions (..., 2) in model-input units ([0, 1], u right, v down; any leading axes, e.g. frames and
     joints) -> the square crop around them, (cx, cy, side) in the same units: their extent over every frame
@@ -98,7 +101,7 @@ def subject_box(uv, margin: float, min_side: float) -> np.ndarray:
     pts = np.asarray(uv, dtype=np.float64).reshape(-1, 2)
     pts = np.clip(pts[np.all(np.isfinite(pts), axis=1)], 0.0, 1.0)
     if len(pts) == 0:
-        return np.array([0.5, 0.5, 1.0])
+        return np.array(WHOLE_FRAME)
     lo, hi = pts.min(0), pts.max(0)
     side = float(np.clip((hi - lo).max() * (1.0 + 2.0 * margin), min_side, 1.0))
     return np.array([0.5 * (lo[0] + hi[0]), 0.5 * (lo[1] + hi[1]), side])

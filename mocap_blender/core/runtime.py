@@ -131,7 +131,7 @@ class MocapModel:
         feed = {k: np.ascontiguousarray(rig_inputs[k]) for k in NETWORK_RIG_INPUTS}
         x = preprocess.preprocess_frames(frames, self.input_size, self.mean, self.std)
         feed["ref_flag"] = preprocess.make_ref_flag(t, ref_frame)
-        box = np.array([0.5, 0.5, 1.0])
+        box = np.array(preprocess.WHOLE_FRAME)
         if self.subject_crop:  # found on the whole frame; again on a square around it (same crop for the window)
             stride = max(1, min(self.find_stride, t - 1))  # at least 2 frames
             ref_sub = ref_frame // stride if ref_frame is not None and ref_frame % stride == 0 else None
