@@ -13,6 +13,8 @@ Rows (all computed in this run, on the same clips and windows):
     2% of rig height noise, beside IK on the same positions.
   --variant LABEL=FILE.onnx (repeatable): another network's full video -> rotation rows on the same clips and
     references ("model [LABEL]"): the image-free ablation of stage 2, the encoder trained from scratch.
+  --variant-checkpoint LABEL=CKPT.pt (repeatable): another checkpoint's pose -> rotation rows on the same given
+    positions ("pose->rot model [LABEL]"), e.g. the image-free ablation of stage 2.
 Metrics (core/metrics.py): moving-bone and all-bone local rotation error (deg), root orientation error in the
 camera frame (deg, camera given), MPJPE of the rig posed by the predicted rotations (% of rig height), and for
 methods that predict positions, MPJPE of those positions and the mean image distance of the in-frame bone heads
@@ -101,17 +103,20 @@ def reference_for(i, clips, sources, window, protocol):
 
 
 def evaluate(onnx_path, data_dirs, checkpoint=None, max_clips=None, window=None, noise=0.02, seed=0,
-             variants=None):
+             variants=None, variant_checkpoints=None):
     model = MocapModel(onnx_path, threads=2)
     others = {label: MocapModel(path, threads=2) for label, path in (variants or {}).items()}
     window = window or model.window_length
     clips, sources = load_eval(data_dirs, max_clips)
-    net = None
-    if checkpoint:
+    nets = {}  # row label -> checkpoint measured on given positions (stage 2 alone)
+    if checkpoint or variant_checkpoints:
         import torch
         from .export import load_checkpoint
         torch.set_num_threads(2)
-        net = load_checkpoint(checkpoint)
+        if checkpoint:
+            nets["pose->rot model"] = load_checkpoint(checkpoint)
+        for label, path in (variant_checkpoints or {}).items():
+            nets[f"pose->rot model [{label}]"] = load_checkpoint(path)
     rng = np.random.default_rng(seed)
     acc = defaultdict(lambda: defaultdict(list))  # (group, protocol-label, method) -> col -> [(mean, n)]
     labels = {}
@@ -153,17 +158,18 @@ def evaluate(onnx_path, data_dirs, checkpoint=None, max_clips=None, window=None,
             hold_root_cam = np.swapaxes(cam, -1, -2) @ (skel.rest[0, :3, :3] @ ref[0])
             rows["hold"] = _row(hold, true_rot, hold_root_cam, true_root, skel, true_heads)
             # pose -> rotation alone, given positions (perfect / noisy), vs IK on the same positions
-            if net is not None:
+            if nets:  # the same positions for every network and for IK
                 for nz in (0.0, noise):
                     hc = c.head_can[:w] + (rng.normal(0, nz, c.head_can[:w].shape) if nz else 0)
                     tc_ = c.tail_can[:w] + (rng.normal(0, nz, c.tail_can[:w].shape) if nz else 0)
                     hcam = c.head_cam[:w] + np.einsum("tba,tjb->tja", true_root, hc - c.head_can[:w])
                     tag = "perfect" if nz == 0 else f"{int(round(nz * 100))}% noise"
-                    rot2 = stage2_rotations(net, model, frames, rig, ref_k, hc, tc_, hcam, nz * np.sqrt(3.0),
-                                            box=out["box"])
-                    rot2[:, 0] = true_rot[:, 0]  # root not measured here
-                    rows[f"pose->rot model, {tag} positions"] = _row(rot2, true_rot, true_root, true_root, skel,
-                                                                      true_heads)
+                    for name, net in nets.items():
+                        rot2 = stage2_rotations(net, model, frames, rig, ref_k, hc, tc_, hcam, nz * np.sqrt(3.0),
+                                                box=out["box"])
+                        rot2[:, 0] = true_rot[:, 0]  # root not measured here
+                        rows[f"{name}, {tag} positions"] = _row(rot2, true_rot, true_root, true_root, skel,
+                                                                true_heads)
                     # the same positions in armature space for IK (root rotation given: the truth)
                     g = forward_kinematics(skel, true_rot)[:, 0, :3, :3]
                     ph = np.einsum("tab,tjb->tja", g, hc) * h
@@ -352,6 +358,8 @@ def main(argv=None):
     ap.add_argument("--figure-clip", default=None, help="clip for the picture (default: first eval clip)")
     ap.add_argument("--variant", action="append", default=[], metavar="LABEL=FILE.onnx",
                     help="another network evaluated on the same clips and references (repeatable)")
+    ap.add_argument("--variant-checkpoint", action="append", default=[], metavar="LABEL=CKPT.pt",
+                    help="another checkpoint measured on given positions beside --checkpoint (repeatable)")
     ap.add_argument("--long-window", type=int, default=0, metavar="W",
                     help="also run whole clips through the pipeline in windows of W frames, the reference frame "
                          "in every window or only in its own")
@@ -361,7 +369,8 @@ def main(argv=None):
         figure(a.onnx, clip, a.figure)
     if not a.no_eval:
         variants = dict(v.split("=", 1) for v in a.variant)
-        acc, labels, n = evaluate(a.onnx, a.data, a.checkpoint, a.max_clips, a.window, variants=variants)
+        acc, labels, n = evaluate(a.onnx, a.data, a.checkpoint, a.max_clips, a.window, variants=variants,
+                                  variant_checkpoints=dict(v.split("=", 1) for v in a.variant_checkpoint))
         print_table(acc, labels, n)
     if a.long_window:
         long_clips(a.onnx, a.data, a.max_clips, a.long_window)

@@ -82,6 +82,15 @@ def frame_from(p: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
     return torch.stack([x, y, torch.cross(x, y, dim=-1)], dim=-1)
 
 
+def perpendicular(v: torch.Tensor) -> torch.Tensor:
+    """Some unit direction across v (..., 3), never zero (for v = 0, some fixed direction)."""
+    y = v / torch.sqrt((v * v).sum(-1, keepdim=True) + EPS)
+    cx = torch.cross(y, torch.tensor([1.0, 0.0, 0.0], dtype=y.dtype).expand_as(y), dim=-1)
+    cz = torch.cross(y, torch.tensor([0.0, 0.0, 1.0], dtype=y.dtype).expand_as(y), dim=-1)
+    c = torch.where((cx * cx).sum(-1, keepdim=True) > 0.25, cx, cz)
+    return c / torch.sqrt((c * c).sum(-1, keepdim=True) + EPS)
+
+
 def twist_towards(p: torch.Tensor, a: torch.Tensor, b: torch.Tensor, amount: torch.Tensor) -> torch.Tensor:
     """Rotation about axis p (..., 3) turning the part of a perpendicular to p towards that of b, by amount in
     [0, 1] (..., 1) (normalised lerp of the two unit vectors): (..., 3, 3). amount 0 -> the identity, also when a
@@ -90,11 +99,8 @@ def twist_towards(p: torch.Tensor, a: torch.Tensor, b: torch.Tensor, amount: tor
 
     def unit(v):
         return v / torch.sqrt((v * v).sum(-1, keepdim=True) + EPS)
-    cx = torch.cross(y, torch.tensor([1.0, 0.0, 0.0], dtype=y.dtype).expand_as(y), dim=-1)
-    cz = torch.cross(y, torch.tensor([0.0, 0.0, 1.0], dtype=y.dtype).expand_as(y), dim=-1)
-    fallback = torch.where((cx * cx).sum(-1, keepdim=True) > 0.25, cx, cz)  # across y, never zero
     pa = across(a, y)
-    ua = unit(torch.where((pa * pa).sum(-1, keepdim=True) > 1e-10, pa, fallback))
+    ua = unit(torch.where((pa * pa).sum(-1, keepdim=True) > 1e-10, pa, perpendicular(y)))
     target = (1.0 - amount) * ua + amount * unit(across(b, y))
     target = torch.where((target * target).sum(-1, keepdim=True) > 1e-6, target, ua)
     return mm3(frame_from(p, target), frame_from(p, ua).transpose(-1, -2))

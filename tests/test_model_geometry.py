@@ -50,22 +50,27 @@ def test_swing_between_takes_a_to_b():
     np.testing.assert_allclose(zero.numpy(), np.broadcast_to(np.eye(3), (30, 3, 3)), atol=1e-9)
 
 
-def test_stage2_prior_is_the_ik_solution_on_exact_positions():
-    """With exact positions (told: error 0) and the learned parts neutral, stage 2 swings each bone onto its
-    observed direction and turns a bone with two or more children about its axis until their spread matches:
-    those bones' rotations (and their children's local rotations) are the truth, whatever the reference."""
+def _stage2_on_given_positions(exact_ik: bool, learned: str, pos_err: float, seed: int = 3):
+    """A random 24-joint rig (children around their parent's tail: turns show) in a random pose; stage 2 of a
+    small network fed its exact positions, told they are `pos_err` off. learned: "open" = gates fully open and
+    residuals zero (set by hand), "random" = every learned part random. -> (skel, truth, rot, head_can, tail_can)"""
     from mocap_blender.core import preprocess
     from models.model import MocapNet, ModelConfig
-    rng = np.random.default_rng(3)
-    skel = random_skeleton(24, rng, child_offset=0.05)  # children around their parent's tail: turns show
+    rng = np.random.default_rng(seed)
+    skel = random_skeleton(24, rng, child_offset=0.05)
     t = 4
     truth = R.rotvec_to_matrix(rng.normal(0, 0.6, (t, 24, 3)))
     ref = R.rotvec_to_matrix(rng.normal(0, 0.6, (24, 3)))
     head_can, tail_can = canonical_positions(skel, forward_kinematics(skel, truth))
+    torch.manual_seed(seed)
     net = MocapNet(ModelConfig(encoder="small8", img_size=64, dim=32, stage1_layers=1, stage2_layers=1,
-                               swing_floor=0.0), pretrained=False).double().eval()
+                               swing_floor=0.0, exact_ik=exact_ik), pretrained=False).double().eval()
     with torch.no_grad():
-        net.rot_head.bias[6:8] = 40.0  # follow the positions fully; the residual and clip twist start at zero
+        if learned == "open":
+            net.rot_head.bias[6:8] = 40.0  # follow the positions fully; the residual and clip twist start at zero
+        else:  # residual swing and twist, clip twist, gates anywhere
+            for head in (net.rot_head, net.twist_head[2]):
+                head.weight.normal_(0, 0.5), head.bias.normal_(0, 0.5)
     rig = preprocess.make_rig_inputs(skel, ref)
     f = lambda a: torch.from_numpy(np.asarray(a, dtype=np.float64))[None]
     with torch.no_grad():
@@ -73,8 +78,17 @@ def test_stage2_prior_is_the_ik_solution_on_exact_positions():
                   torch.from_numpy(rig["hops"])[None], torch.from_numpy(rig["edge_type"])[None],
                   f(rig["local_mask"]), f(preprocess.make_ref_flag(t, None)),
                   pose_override={"head_can": f(head_can), "tail_can": f(tail_can),
-                                 "pos_err": torch.zeros(1, t, 24, 1, dtype=torch.float64)})
-    rot = out["rot"][0].numpy()
+                                 "pos_err": torch.full((1, t, 24, 1), pos_err, dtype=torch.float64)})
+    return skel, truth, out["rot"][0].numpy(), head_can, tail_can
+
+
+@pytest.mark.parametrize("exact_ik,learned", [(False, "open"), (True, "open"), (True, "random")])
+def test_stage2_prior_is_the_ik_solution_on_exact_positions(exact_ik, learned):
+    """With exact positions (told: error 0), stage 2 swings each bone onto its observed direction and turns a
+    bone with two or more children about its axis until their spread matches: those bones' rotations (and their
+    children's local rotations) are the truth, whatever the reference. Without `exact_ik` only when its learned
+    gates are open and its residuals zero; with it, whatever they are."""
+    skel, truth, rot, head_can, tail_can = _stage2_on_given_positions(exact_ik, learned, 0.0)
     kids = np.bincount(skel.parents[1:], minlength=24)
     full = {0} | {j for j in range(1, 24) if kids[j] >= 2}  # rotation fully shown by the positions
     check = [j for j in range(1, 24) if j in full and skel.parents[j] in full]
@@ -87,6 +101,16 @@ def test_stage2_prior_is_the_ik_solution_on_exact_positions():
     heads, tails = canonical_positions(skel, forward_kinematics(skel, rot))
     unit = lambda v: v / np.linalg.norm(v, axis=-1, keepdims=True)
     np.testing.assert_allclose(unit(tails - heads)[:, one], unit(tail_can - head_can)[:, one], atol=1e-5)
+
+
+def test_stage2_residual_acts_once_positions_are_off():
+    """The same random network told the positions are 5% of the height off: its residual and gates now move the
+    bones away from the observed directions (so the exactness above is the lock, not a weak residual)."""
+    skel, truth, rot, head_can, tail_can = _stage2_on_given_positions(True, "random", 0.05)
+    heads, tails = canonical_positions(skel, forward_kinematics(skel, rot))
+    unit = lambda v: v / np.linalg.norm(v, axis=-1, keepdims=True)
+    cos = (unit(tails - heads) * unit(tail_can - head_can)).sum(-1)[:, 1:]
+    assert np.degrees(np.arccos(np.clip(cos, -1, 1))).mean() > 5.0
 
 
 @pytest.mark.parametrize("refine_rounds", [0, 2])
