@@ -18,9 +18,11 @@ Rows (all computed in this run, on the same clips and windows):
 Metrics (core/metrics.py): moving-bone and all-bone local rotation error (deg), root orientation error in the
 camera frame (deg, camera given), MPJPE of the rig posed by the predicted rotations (% of rig height), and for
 methods that predict positions, MPJPE of those positions and the mean image distance of the in-frame bone heads
-(pixels of the clip's frames; what a user sees as the overlay). The row "reference at the true root (2D)" has
-only that image distance: the reference pose carried by the TRUE root orientation, scaled by the true depth and
-placed on the true root (weak perspective), what a stage 1 that reads nothing but the root from the image gets.
+(pixels of the clip's frames; what a user sees as the overlay), and that distance after the 2D similarity that
+best maps each frame's predicted heads onto the true ones ("2D sim px": articulation, placement removed). The row
+"reference at the true root (2D)" has only those image distances: the reference pose carried by the TRUE root
+orientation, scaled by the true depth and placed on the true root (weak perspective), what a stage 1 that reads
+nothing but the root from the image gets.
 --long-window W: whole clips through core/pipeline.py in windows of W frames, reference matched to the first frame,
 given to every window (`anchor_windows`) or only to the first; errors after the first window.
 --speed: onnxruntime frames/s for a 50-joint rig at 2 threads (decode excluded), for one network pass and through
@@ -41,7 +43,7 @@ from mocap_blender.core.skeleton import forward_kinematics, pose_tails
 from mocap_blender.core.video import VideoReader
 from .train import Clip, TrainConfig
 
-COLS = ("moving", "all", "root", "mpjpe", "pos_mpjpe", "px2d")
+COLS = ("moving", "all", "root", "mpjpe", "pos_mpjpe", "px2d", "px2d_sim")
 
 
 def _rig_key(clip: Clip, src: str) -> str:
@@ -57,6 +59,25 @@ def _px2d(pred_px, true_px, size) -> tuple[float, int]:
     inside = ((true_px > 0) & (true_px < size)).all(-1)
     d = np.linalg.norm(pred_px - true_px, axis=-1)[inside]
     return (float(d.mean()) if d.size else float("nan"), int(d.size))
+
+
+def _px2d_aligned(pred_px, true_px, size) -> tuple[float, int]:
+    """As `_px2d`, after the 2D similarity (scale, turn, shift) that best maps each frame's predicted in-frame
+    heads onto the true ones (least squares, Umeyama): what is left is articulation, not placement."""
+    num, n = 0.0, 0
+    for p, q in zip(pred_px, true_px):
+        inside = ((q > 0) & (q < size)).all(-1)
+        if inside.sum() < 3:
+            continue
+        p, q = p[inside], q[inside]
+        pc, qc = p - p.mean(0), q - q.mean(0)
+        a, b = (pc * qc).sum(), (pc[:, 0] * qc[:, 1] - pc[:, 1] * qc[:, 0]).sum()
+        den = (pc * pc).sum()
+        s, t = (a / den, b / den) if den > 1e-12 else (0.0, 0.0)  # q ~ [[s, -t], [t, s]] p
+        fit = np.stack([s * pc[:, 0] - t * pc[:, 1], t * pc[:, 0] + s * pc[:, 1]], -1) + q.mean(0)
+        num += float(np.linalg.norm(fit - q, axis=-1).sum())
+        n += len(q)
+    return (num / n if n else float("nan"), n)
 
 
 def _row(pred_rot, true_rot, pred_root_cam, true_root_cam, skel, true_heads_arm, pos_arm=None):
@@ -141,11 +162,13 @@ def evaluate(onnx_path, data_dirs, checkpoint=None, max_clips=None, window=None,
             rows = {"model": _row(out["rotation"], true_rot, out["root_orientation"], true_root, skel, true_heads,
                                   pos)}
             rows["model"]["px2d"] = _px2d(out["joints2d"], true_px, size)
+            rows["model"]["px2d_sim"] = _px2d_aligned(out["joints2d"], true_px, size)
             for label, m in others.items():
                 o = m.predict(frames, rig, ref_frame=ref_k, cam_to_arm=cam)
                 rows[f"model [{label}]"] = _row(o["rotation"], true_rot, o["root_orientation"], true_root, skel,
                                                 true_heads, _arm(cam, o["positions"], h))
                 rows[f"model [{label}]"]["px2d"] = _px2d(o["joints2d"], true_px, size)
+                rows[f"model [{label}]"]["px2d_sim"] = _px2d_aligned(o["joints2d"], true_px, size)
             fac = ik.ik_factorized(skel, pos, tails, ref, root_rot=out["rotation"][:, 0])
             rows["factorized (IK on model positions)"] = _row(fac, true_rot, out["root_orientation"], true_root,
                                                               skel, true_heads, pos)
@@ -153,7 +176,9 @@ def evaluate(onnx_path, data_dirs, checkpoint=None, max_clips=None, window=None,
             ref_cam_heads = np.einsum("tab,jb->tja", true_root, ref_head)  # (T, J, 3) / height, camera frame
             layout = np.stack([ref_cam_heads[..., 0], -ref_cam_heads[..., 1]], -1) * np.exp(-c.log_depth[:w])[:, None,
                                                                                                             None]
-            rows["reference at the true root (2D)"] = {"px2d": _px2d((c.uv[:w, :1] + layout) * size, true_px, size)}
+            at_root = (c.uv[:w, :1] + layout) * size
+            rows["reference at the true root (2D)"] = {"px2d": _px2d(at_root, true_px, size),
+                                                       "px2d_sim": _px2d_aligned(at_root, true_px, size)}
             hold = metrics.hold_baseline(ref, w)
             hold_root_cam = np.swapaxes(cam, -1, -2) @ (skel.rest[0, :3, :3] @ ref[0])
             rows["hold"] = _row(hold, true_rot, hold_root_cam, true_root, skel, true_heads)
@@ -270,7 +295,7 @@ def print_table(acc, labels, n_clips):
           "; ".join(f"{p} = {', '.join(sorted(l))}" for p, l in labels.items()))
     head = f"{'group':<11}{'protocol':<9}{'method':<42}" + "".join(f"{c:>11}" for c in
                                                                    ("moving°", "all°", "root°", "MPJPE%",
-                                                                    "posMPJPE%", "2D px"))
+                                                                    "posMPJPE%", "2D px", "2D sim px"))
     print(head)
     print("-" * len(head))
     for (group, protocol, method), cols in acc.items():

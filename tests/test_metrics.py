@@ -47,3 +47,24 @@ def test_mpjpe_percent_and_hold():
     h = metrics.hold_baseline(ref, 3)
     assert h.shape == (3, 6, 3, 3) and np.allclose(h[2], ref)
     assert abs(metrics.pool([(1.0, 1), (4.0, 3), (float("nan"), 5)]) - 3.25) < 1e-12
+
+
+def test_image_distance_after_similarity_removes_placement_only():
+    """evaluate's "2D sim px": a turned, scaled and shifted copy of the true heads scores 0 after alignment (and
+    its raw distance is large); moving one joint leaves about that joint's share; heads outside the frame are
+    left out."""
+    from models.evaluate import _px2d, _px2d_aligned
+    rng = np.random.default_rng(0)
+    true = rng.uniform(20, 140, (5, 12, 2))
+    c, s = np.cos(0.4), np.sin(0.4)
+    placed = 1.3 * true @ np.array([[c, s], [-s, c]]) + np.array([7.0, -4.0])
+    raw, n = _px2d(placed, true, 160)
+    aligned, n2 = _px2d_aligned(placed, true, 160)
+    assert raw > 10 and aligned < 1e-9 and n == n2 == 60
+    bent = true.copy()
+    bent[:, 3] += [12.0, 0.0]  # one joint moved 12 px (1 px per head on average): no similarity undoes it
+    aligned, _ = _px2d_aligned(bent, true, 160)
+    assert 0.5 < aligned < 2.5  # (least squares spreads part of it over the other heads)
+    out = true.copy()
+    out[:, 0] = [-5.0, 80.0]  # outside the frame: not counted
+    assert _px2d_aligned(out, true, 160)[1] == 60 and _px2d_aligned(true, out, 160)[1] == 55
