@@ -28,7 +28,9 @@ Read top to bottom:
      its axis so that their spread matches (the IK solution), each by a learned amount in [0, 1] times a prior
      on how far a direction of that length can be trusted under the position error; then a learned residual
      (twist and corrections, read from image and context) and a per-clip twist about the bone axis pooled over
-     the whole window. Parents are placed before children by `chain_passes` parallel passes (no sequential
+     the whole window. Where stage 2 is told the positions are exact (`exact_ik`), the learned amounts are 1 and
+     the residual keeps only its twist about the bone's aim: the IK solution plus what positions cannot show.
+     Parents are placed before children by `chain_passes` parallel passes (no sequential
      loop over joints); local rotation = rest_relative^T @ parent^T @ own.
      Stage 2 is told how wrong the positions may be (per joint, fraction of rig height): from stage 1's
      confidence at run time, the known noise level when it is trained or measured on given positions; where
