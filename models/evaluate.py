@@ -275,8 +275,9 @@ def stage2_rotations(net, model, frames, rig, ref_k, head_can, tail_can, head_ca
     f = lambda a: torch.from_numpy(np.asarray(a, dtype=np.float32))[None]
     with torch.no_grad():
         key = (id(net), frames.__array_interface__["data"][0], t, tuple(box))
-        if key not in _ENC_CACHE:  # the frozen encoder once per clip window and crop
-            _ENC_CACHE.clear()
+        if key not in _ENC_CACHE:  # the frozen encoder once per network, clip window and crop
+            for k in [k for k in _ENC_CACHE if k[1:] != key[1:]]:
+                del _ENC_CACHE[k]
             x = preprocess.crop_inputs(preprocess.preprocess_frames(frames, model.input_size, model.mean, model.std),
                                        box)
             _ENC_CACHE[key] = net.encode(f(x))
@@ -293,14 +294,14 @@ def stage2_rotations(net, model, frames, rig, ref_k, head_can, tail_can, head_ca
 def print_table(acc, labels, n_clips):
     print(f"\nEvaluation on {n_clips} clips; references: " +
           "; ".join(f"{p} = {', '.join(sorted(l))}" for p, l in labels.items()))
-    head = f"{'group':<11}{'protocol':<9}{'method':<42}" + "".join(f"{c:>11}" for c in
+    head = f"{'group':<11}{'protocol':<9}{'method':<48}" + "".join(f"{c:>11}" for c in
                                                                    ("moving°", "all°", "root°", "MPJPE%",
                                                                     "posMPJPE%", "2D px", "2D sim px"))
     print(head)
     print("-" * len(head))
     for (group, protocol, method), cols in acc.items():
         vals = "".join(f"{metrics.pool(cols[c]):>11.2f}" if c in cols else f"{'-':>11}" for c in COLS)
-        print(f"{group:<11}{protocol:<9}{method:<42}{vals}")
+        print(f"{group:<11}{protocol:<9}{method:<48}{vals}")
 
 
 def speed(onnx_path, checkpoint=None, j=50, t=32, repeats=5):
