@@ -63,21 +63,16 @@ def _px2d(pred_px, true_px, size) -> tuple[float, int]:
 
 def _px2d_aligned(pred_px, true_px, size) -> tuple[float, int]:
     """As `_px2d`, after the 2D similarity (scale, turn, shift) that best maps each frame's predicted in-frame
-    heads onto the true ones (least squares, Umeyama): what is left is articulation, not placement."""
-    num, n = 0.0, 0
-    for p, q in zip(pred_px, true_px):
-        inside = ((q > 0) & (q < size)).all(-1)
-        if inside.sum() < 3:
-            continue
-        p, q = p[inside], q[inside]
-        pc, qc = p - p.mean(0), q - q.mean(0)
-        a, b = (pc * qc).sum(), (pc[:, 0] * qc[:, 1] - pc[:, 1] * qc[:, 0]).sum()
-        den = (pc * pc).sum()
-        s, t = (a / den, b / den) if den > 1e-12 else (0.0, 0.0)  # q ~ [[s, -t], [t, s]] p
-        fit = np.stack([s * pc[:, 0] - t * pc[:, 1], t * pc[:, 0] + s * pc[:, 1]], -1) + q.mean(0)
-        num += float(np.linalg.norm(fit - q, axis=-1).sum())
-        n += len(q)
-    return (num / n if n else float("nan"), n)
+    heads onto the true ones (`models.model.similar`): what is left is articulation, not placement. Frames with
+    fewer than 3 heads in the frame are left out."""
+    import torch
+    from .model import similar
+    inside = ((true_px > 0) & (true_px < size)).all(-1)  # (T, J)
+    inside &= inside.sum(-1, keepdims=True) >= 3
+    f = lambda a: torch.from_numpy(np.asarray(a, dtype=np.float64))[None, :, :, None]  # (1, T, J, 1, ...)
+    fit = similar(f(pred_px), f(true_px), f(inside[..., None]))[0, :, :, 0].numpy()  # (T, J, 2)
+    d = np.linalg.norm(fit - true_px, axis=-1)[inside]
+    return (float(d.mean()) if d.size else float("nan"), int(d.size))
 
 
 def _row(pred_rot, true_rot, pred_root_cam, true_root_cam, skel, true_heads_arm, pos_arm=None):
