@@ -75,6 +75,25 @@ def _px2d_aligned(pred_px, true_px, size) -> tuple[float, int]:
     return (float(d.mean()) if d.size else float("nan"), int(d.size))
 
 
+def depth_from_lengths(head_cam, tail_cam, parents, ref_head_cam, ref_tail_cam):
+    """Camera-frame heads and tails (T, J, 3) with their true x, y kept and their depth rebuilt from the rig's fixed
+    lengths alone (parent head -> head, head -> tail: |dz| = sqrt(length^2 - |dxy|^2)), each offset's sign taken
+    from the reference pose in the same frame (ref_head_cam, ref_tail_cam (T, J, 3)); the root head keeps its depth.
+    A ceiling for methods that find the body's layout in the image plane exactly and take the rest from the rig and
+    the reference. Parents come before children (`Skeleton` order)."""
+    def dz(dxy, length, ref_dz):
+        return np.where(ref_dz < 0, -1.0, 1.0) * np.sqrt(np.maximum(length ** 2 - (dxy ** 2).sum(-1), 0.0))
+    heads, tails = np.array(head_cam, dtype=np.float64), np.array(tail_cam, dtype=np.float64)
+    for j in range(1, len(parents)):
+        p = parents[j]
+        length = np.linalg.norm(head_cam[0, j] - head_cam[0, p])
+        heads[:, j, 2] = heads[:, p, 2] + dz(heads[:, j, :2] - heads[:, p, :2], length,
+                                             ref_head_cam[:, j, 2] - ref_head_cam[:, p, 2])
+    length = np.linalg.norm(tail_cam[0] - head_cam[0], axis=-1)  # (J,)
+    tails[..., 2] = heads[..., 2] + dz(tails[..., :2] - heads[..., :2], length, ref_tail_cam[..., 2] - ref_head_cam[..., 2])
+    return heads, tails
+
+
 def _row(pred_rot, true_rot, pred_root_cam, true_root_cam, skel, true_heads_arm, pos_arm=None):
     e = metrics.rotation_errors(pred_rot, true_rot)
     fk = forward_kinematics(skel, pred_rot)[..., :3, 3]
@@ -174,6 +193,21 @@ def evaluate(onnx_path, data_dirs, checkpoint=None, max_clips=None, window=None,
             at_root = (c.uv[:w, :1] + layout) * size
             rows["reference at the true root (2D)"] = {"px2d": _px2d(at_root, true_px, size),
                                                        "px2d_sim": _px2d_aligned(at_root, true_px, size)}
+            # ceilings of the image plane: IK on the true camera-frame x, y with the reference's depth, and with depth
+            # rebuilt from the rig's lengths (reference signs)
+            ref_tail = rig["joint_feats"][:, preprocess.feature_slices()["ref_tail"]].astype(np.float64)
+            ref_cam_tails = np.einsum("tab,jb->tja", true_root, ref_tail)
+            flat_h, flat_t = c.head_cam[:w].copy(), c.tail_cam[:w].copy()
+            flat_h[..., 2], flat_t[..., 2] = ref_cam_heads[..., 2], ref_cam_tails[..., 2]
+            g0 = forward_kinematics(skel, true_rot)[:, 0, :3, :3]  # root frame -> armature
+            to_arm = lambda x: np.einsum("tab,tbc,tjc->tja", g0, np.swapaxes(true_root, -1, -2), x) * h
+            for tag, (hx, tx) in (("reference depth", (flat_h, flat_t)),
+                                  ("depth from lengths", depth_from_lengths(c.head_cam[:w], c.tail_cam[:w],
+                                                                            skel.parents, ref_cam_heads,
+                                                                            ref_cam_tails))):
+                rows[f"IK, true image plane, {tag}"] = _row(
+                    ik.ik_factorized(skel, to_arm(hx), to_arm(tx), ref, root_rot=true_rot[:, 0]), true_rot, true_root,
+                    true_root, skel, true_heads)
             hold = metrics.hold_baseline(ref, w)
             hold_root_cam = np.swapaxes(cam, -1, -2) @ (skel.rest[0, :3, :3] @ ref[0])
             rows["hold"] = _row(hold, true_rot, hold_root_cam, true_root, skel, true_heads)

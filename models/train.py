@@ -31,7 +31,7 @@ from mocap_blender.core import preprocess
 from mocap_blender.core.rotations import rotvec_to_matrix
 from mocap_blender.core.skeleton import Skeleton, forward_kinematics, pose_tails
 from .geometry import fk_canonical, geodesic, skeleton_arrays
-from .model import MocapNet, ModelConfig
+from .model import SNAP_REACH, MocapNet, ModelConfig
 
 
 @dataclass
@@ -55,6 +55,9 @@ class TrainConfig:
     ref_swing_deg: float = 8.0
     ref_twist_deg: float = 12.0
     ref_turn: float = 0.2
+    # weight of a position loss after the best per-frame rotation of the predicted pose onto the true one (Kabsch,
+    # root-relative): articulation alone, without the root orientation's error (0 = off, as before 1 Dec)
+    pa_weight: float = 0.0
     save_every: int = 100
     log_every: int = 20
     max_minutes: float = 1e9
@@ -309,7 +312,37 @@ def heatmap_loss(logits, uv, grid_xy, sigma: float):
     return -(target * torch.log_softmax(logits, dim=-1)).sum(-1)
 
 
-def stage1_losses(out, b, grid_xy=None) -> dict:
+def snap_targets(uv, tail_uv, valid, grid_xy, reach: float):
+    """The snap field's truth: for each fine-grid cell, the offset (in cells) to the nearest point of any valid
+    bone (head to tail, image coordinates), at most `reach` cells long, and whether that point is within reach.
+    uv, tail_uv (B, T, J, 2) in [0, 1], valid (B, J), grid_xy (N, 2) -> (B, T, N, 2), (B, T, N)."""
+    g = math.sqrt(grid_xy.shape[0])
+    a, ab = uv[:, :, None], (tail_uv - uv)[:, :, None]  # (B, T, 1, J, 2)
+    p = grid_xy[:, None]  # (N, 1, 2)
+    s = (((p - a) * ab).sum(-1) / (ab * ab).sum(-1).clamp_min(1e-12)).clamp(0.0, 1.0)  # (B, T, N, J)
+    d = (a + s[..., None] * ab - p) * g  # (B, T, N, J, 2) in cells
+    n2 = (d * d).sum(-1) + (1.0 - valid[:, None, None]) * 1e6
+    i = n2.argmin(-1)  # (B, T, N)
+    off = torch.gather(d, 3, i[..., None, None].expand(*i.shape, 1, 2))[..., 0, :]  # (B, T, N, 2)
+    n = off.norm(dim=-1, keepdim=True)
+    return off * (reach / n.clamp_min(reach)), (n[..., 0] < reach).float()
+
+
+def aligned_error(pred, true, m):
+    """Per-point distance (B, T, P) after the rotation that best maps each frame's predicted points onto the true
+    ones (Kabsch about the origin, weights m (B, 1 or T, P); found without gradient, applied with it).
+    pred, true (B, T, P, 3)."""
+    with torch.no_grad():
+        w = m.expand(pred.shape[:3])[..., None]
+        h = (w * pred).transpose(-1, -2) @ true  # (B, T, 3, 3)
+        u, _, vt = torch.linalg.svd(h)
+        d = torch.sign(torch.det(vt.transpose(-1, -2) @ u.transpose(-1, -2)))
+        fix = torch.diag_embed(torch.stack([torch.ones_like(d), torch.ones_like(d), d], -1))
+        rot = vt.transpose(-1, -2) @ fix @ u.transpose(-1, -2)  # (B, T, 3, 3): rot @ pred ~ true
+    return ((rot[:, :, None] @ pred[..., None])[..., 0] - true).norm(dim=-1)
+
+
+def stage1_losses(out, b, grid_xy=None, pa_weight: float = 0.0) -> dict:
     m = b["joint_valid"][:, None]  # (B, 1, J)
     m = m.expand_as(out["confidence"])
     err = (out["head_cam"] - b["head_cam"]).norm(dim=-1)  # (B, T, J)
@@ -328,6 +361,16 @@ def stage1_losses(out, b, grid_xy=None) -> dict:
         lg = out["loc_logits"]  # (B, T, J, 2, N8)
         l_heat = _masked_mean(heatmap_loss(lg[..., 0, :], b["uv"], grid_xy, cell), inside) + _masked_mean(
             heatmap_loss(lg[..., 1, :], b["tail_uv"], grid_xy, cell), inside_t)
+    l_snap = 0.0
+    if out.get("snap_field") is not None:  # every cell: where the nearest bone is (far from the body: towards it)
+        off, near = snap_targets(b["uv"], b["tail_uv"], b["joint_valid"], grid_xy, SNAP_REACH)
+        pred = out["snap_field"].flatten(-2).transpose(-1, -2)  # (B, T, N, 2)
+        l_snap = ((pred - off).abs().sum(-1) * (0.3 + 0.7 * near)).mean()
+    l_pa = 0.0
+    if pa_weight:
+        pts = torch.cat([out["head_cam"], out["tail_cam"]], 2)
+        l_pa = _masked_mean(aligned_error(pts, torch.cat([b["head_cam"], b["tail_cam"]], 2), torch.cat([m, m], 2)),
+                            torch.cat([m, m], 2)) * 2
     l_root = geodesic(out["root_rot"], b["root_rot"]).mean()
     l_depth = (out["log_root_depth"] - b["log_depth"]).abs().mean()
     vel = (out["head_cam"][:, 1:] - out["head_cam"][:, :-1]) - (b["head_cam"][:, 1:] - b["head_cam"][:, :-1])
@@ -336,7 +379,8 @@ def stage1_losses(out, b, grid_xy=None) -> dict:
     l_conf = _masked_mean(torch.nn.functional.binary_cross_entropy(
         out["confidence"].clamp(1e-4, 1 - 1e-4), target, reduction="none"), m)
     return {"pos": 5 * l_pos, "uv": 5 * l_uv, "heat": 0.2 * l_heat, "root": l_root, "depth": 0.5 * l_depth,
-            "vel": 5 * l_vel, "conf": 0.1 * l_conf}
+            "vel": 5 * l_vel, "conf": 0.1 * l_conf, **({"snap": l_snap} if out.get("snap_field") is not None else {}),
+            **({"pa": pa_weight * l_pa} if pa_weight else {})}
 
 
 def stage2_losses(out, b) -> dict:
@@ -358,7 +402,8 @@ def rig_args(b):
             b["ref_flag"], b["joint_pad"])
 
 
-def run_batch(net: MocapNet, b: dict, stage: str, p_gt: float = 0.0, rng=None) -> tuple[torch.Tensor, dict, dict]:
+def run_batch(net: MocapNet, b: dict, stage: str, p_gt: float = 0.0, rng=None,
+              pa_weight: float = 0.0) -> tuple[torch.Tensor, dict, dict]:
     """One forward pass and the losses of a stage ('a' skeletal, 'b' video->pose, 'c' joint)."""
     override = {"head_can": b["noisy_head_can"], "tail_can": b["noisy_tail_can"], "head_cam": b["noisy_head_cam"],
                 "pos_err": b["pos_err"]}
@@ -373,11 +418,11 @@ def run_batch(net: MocapNet, b: dict, stage: str, p_gt: float = 0.0, rng=None) -
                                    *b["f16"].shape[:2])
         if stage == "b":
             out = net(img, *rig_args(b), stages=1)
-            losses = stage1_losses(out, b, net.img_xy8)
+            losses = stage1_losses(out, b, net.img_xy8, pa_weight)
         else:
             use_gt = rng is not None and rng.random() < p_gt
             out = net(img, *rig_args(b), pose_override=override if use_gt else None)
-            losses = {**stage1_losses(out, b, net.img_xy8), **stage2_losses(out, b)}
+            losses = {**stage1_losses(out, b, net.img_xy8, pa_weight), **stage2_losses(out, b)}
     return sum(losses.values()), losses, out
 
 
@@ -570,7 +615,7 @@ def fit(tc: TrainConfig, mc: ModelConfig, resume: bool = True, quiet: bool = Fal
         for g in opt.param_groups:
             g["lr"] = lr_at(step, tc, forked_at)
         p_gt = 0.5 * max(0.0, 1.0 - (step - tc.steps_a - tc.steps_b) / max(1, 0.7 * tc.steps_c))
-        loss, parts, _ = run_batch(net, b, stage, p_gt, rng)
+        loss, parts, _ = run_batch(net, b, stage, p_gt, rng, tc.pa_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)

@@ -68,3 +68,27 @@ def test_image_distance_after_similarity_removes_placement_only():
     out = true.copy()
     out[:, 0] = [-5.0, 80.0]  # outside the frame: not counted
     assert _px2d_aligned(out, true, 160)[1] == 60 and _px2d_aligned(true, out, 160)[1] == 55
+
+
+def test_depth_from_lengths_rebuilds_depth_up_to_the_references_signs():
+    """The image-plane ceiling rows: with the truth as the reference, depth rebuilt from the rig's lengths is the
+    truth; a reference whose bone points the other way in depth mirrors that bone's depth offset only."""
+    import pytest
+    pytest.importorskip("torch")
+    from mocap_blender.core.skeleton import forward_kinematics, pose_tails
+    from models.evaluate import depth_from_lengths
+    from models.export import random_skeleton
+    rng = np.random.default_rng(3)
+    skel = random_skeleton(9, rng)
+    pose = forward_kinematics(skel, _motion(t=6, j=9))
+    heads, tails = pose[..., :3, 3], pose_tails(skel, pose)
+    heads, tails = heads - heads[:, :1], tails - heads[:, :1]
+    h2, t2 = depth_from_lengths(heads, tails, skel.parents, heads, tails)
+    np.testing.assert_allclose(h2, heads, atol=1e-9)
+    np.testing.assert_allclose(t2, tails, atol=1e-9)
+    flipped = tails.copy()
+    flipped[:, 4, 2] = 2 * heads[:, 4, 2] - tails[:, 4, 2]  # bone 4's tail mirrored in depth about its head
+    h3, t3 = depth_from_lengths(heads, tails, skel.parents, heads, flipped)
+    np.testing.assert_allclose(h3, heads, atol=1e-9)
+    np.testing.assert_allclose(np.delete(t3, 4, 1), np.delete(tails, 4, 1), atol=1e-9)
+    np.testing.assert_allclose(t3[:, 4], flipped[:, 4], atol=1e-9)

@@ -9,7 +9,7 @@ from models.export import export, max_difference
 from models.model import MocapNet, ModelConfig
 
 TINY = dict(img_size=64, encoder="small8", dim=32, heads=4, local_heads=2, stage1_layers=1, stage2_layers=1,
-            window=8, max_joints=40, refine_rounds=1)
+            window=8, max_joints=40, refine_rounds=1, snap_rounds=1)
 
 
 @pytest.fixture(scope="session")
@@ -33,6 +33,7 @@ def test_onnx_matches_pytorch(tiny_onnx, t, j):
 def test_checkpoint_config_round_trip():
     cfg = ModelConfig(**TINY)
     assert ModelConfig.from_dict(cfg.to_dict()) == cfg
-    old = {k: v for k, v in cfg.to_dict().items() if k not in ("subject_crop", "refine_rounds")}  # saved before
+    old = {k: v for k, v in cfg.to_dict().items() if k not in ("subject_crop", "refine_rounds", "snap_rounds")}
     assert not ModelConfig.from_dict(old).subject_crop and ModelConfig.from_dict(old).refine_rounds == 0
+    assert ModelConfig.from_dict(old).snap_rounds == 0  # saved before the snap field
     assert ModelConfig.from_dict({**old, "subject_crop": True}).subject_crop

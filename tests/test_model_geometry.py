@@ -221,3 +221,60 @@ def test_similar_finds_the_2d_similarity():
     q[:, :, -1] += 5.0  # a wrong point where the weight is 0
     fit = similar(p, q, w)
     torch.testing.assert_close(fit[:, :, :-1], q[:, :, :-1], atol=1e-5, rtol=1e-5)
+
+
+def test_snap_targets_point_to_the_nearest_bone():
+    """The snap field's truth: beside a bone, the perpendicular offset to it (in cells); past its tail, the offset
+    to the tail; never longer than the reach; padded joints are ignored."""
+    from models.train import snap_targets
+    g = 20
+    xy = torch.stack(torch.meshgrid(*(((torch.arange(g) + 0.5) / g),) * 2, indexing="xy"), -1).reshape(-1, 2)
+    uv = torch.tensor([[[[0.2, 0.5], [0.0, 0.0]]]])  # (B=1, T=1, J=2, 2); joint 1 is padding
+    tail = torch.tensor([[[[0.8, 0.5], [0.1, 0.1]]]])
+    off, near = snap_targets(uv, tail, torch.tensor([[1.0, 0.0]]), xy, 2.5)
+    off, near = off[0, 0].view(g, g, 2), near[0, 0].view(g, g)  # [row v, column u]
+    torch.testing.assert_close(off[8, 10], torch.tensor([0.0, 1.5]))  # v = 0.425: 1.5 cells above the bone
+    torch.testing.assert_close(off[11, 5], torch.tensor([0.0, -1.5]))
+    torch.testing.assert_close(off[10, 17], torch.tensor([-1.5, -0.5]))  # past the tail (u = 0.875): to the tail
+    torch.testing.assert_close(off[0, 10], torch.tensor([0.0, 2.5]))  # 9.5 cells away: towards it, at most 2.5
+    assert near[8, 10] == 1 and near[0, 10] == 0
+    assert near[1, 1] == 0  # the padded joint at (0.05..0.1) does not count
+
+
+def test_snap_moves_joints_by_the_field():
+    """Each head and tail moves by the snap field read where it is (in cells); a field that is the truth of
+    `snap_targets` puts points near a bone onto it to within a hair (offsets to a line are linear, so reading the
+    field between cell centres is exact)."""
+    from models.export import dummy_inputs
+    from models.model import MocapNet, ModelConfig, sample_grid
+    from models.train import snap_targets
+    torch.manual_seed(0)
+    cfg = ModelConfig(encoder="small8", img_size=64, dim=32, stage1_layers=1, stage2_layers=1, snap_rounds=2)
+    net = MocapNet(cfg, pretrained=False).eval()
+    frames, feats, ref6, parents, hops, edge, mask, flag = dummy_inputs(cfg, t=4, j=6)
+    f = lambda a: torch.from_numpy(np.asarray(a))[None]
+    with torch.no_grad():
+        net.snap.net[-1].weight.zero_(), net.snap.net[-1].bias.copy_(torch.tensor([0.5, -0.25]))
+        out = net.forward_frames(f(frames), f(feats), f(ref6), f(parents), f(hops), f(edge), f(mask),
+                                 torch.zeros(1, 4), stages=1)
+    g = cfg.img_size // 8
+    before = out["uv_steps"][-1]  # (1, T, J, 2[head, tail], 2)
+    moved = torch.stack([out["uv"], out["tail_uv"]], 3) - before
+    u, v = before[..., 0], before[..., 1]  # points that read the whole field on both rounds (not the zero border)
+    inside = (u > 0.5 / g) & (u < 1 - 1.5 / g) & (v > 1.0 / g) & (v < 1 - 0.5 / g)
+    assert inside.sum() >= 4
+    expect = torch.tensor([0.5, -0.25]) * 2 / g  # two rounds of a constant field
+    torch.testing.assert_close(moved[inside], expect.expand_as(moved[inside]))
+    # the true field snaps points 1.3 cells off a diagonal bone onto it
+    g = 20
+    xy = torch.stack(torch.meshgrid(*(((torch.arange(g) + 0.5) / g),) * 2, indexing="xy"), -1).reshape(-1, 2)
+    a, b = torch.tensor([0.2, 0.3]), torch.tensor([0.8, 0.7])
+    field, _ = snap_targets(a.view(1, 1, 1, 2), b.view(1, 1, 1, 2), torch.ones(1, 1), xy, 2.5)
+    fmap = field[0].transpose(-1, -2).reshape(1, 2, g, g)
+    d = (b - a) / (b - a).norm()
+    normal = torch.tensor([-d[1], d[0]])
+    s = torch.linspace(0.25, 0.75, 7)[:, None]
+    on = a + s * (b - a)
+    pts = (on + 1.3 / g * normal * torch.tensor([1.0, -1.0]).repeat(4)[:7, None]).view(1, 1, 7, 2)
+    snapped = pts + sample_grid(fmap, pts) / g
+    torch.testing.assert_close(snapped[0, 0], on, atol=1e-5, rtol=0)
