@@ -119,7 +119,10 @@ class ModelConfig:
     # long), trained on every cell of every frame; each found head and tail then moves by the field where it is,
     # `snap_rounds` times, and the found image positions move the pose in the camera frame (as the cascade's).
     # A probe on the frozen maps (1 Dec, 600 training clips, 100 held out): heads 4 px off moved to 1.05 px from the
-    # nearest bone (2.33 before) after 400 steps
+    # nearest bone (2.33 before) after 400 steps. Off by default: run v12 (1 Dec, v11 + 2 rounds) moved joints closer
+    # on procedural rigs (2D 5.89 against 6.41 px) but not their articulation ("2D sim px" 3.93 against 3.92), and
+    # on the real rigs it was worse (6.76 against 5.15): from a whole placement error away, the nearest bone is often
+    # another limb
     snap_rounds: int = 0
     snap_width: int = 64
     lift_align: bool = False  # lift only what the found positions add to the guess's layout beyond the 2D similarity
