@@ -225,9 +225,8 @@ def evaluate(onnx_path, data_dirs, checkpoint=None, max_clips=None, window=None,
                         rows[f"{name}, {tag} positions"] = _row(rot2, true_rot, true_root, true_root, skel,
                                                                 true_heads)
                     # the same positions in armature space for IK (root rotation given: the truth)
-                    g = forward_kinematics(skel, true_rot)[:, 0, :3, :3]
-                    ph = np.einsum("tab,tjb->tja", g, hc) * h
-                    pt = np.einsum("tab,tjb->tja", g, tc_) * h
+                    ph = np.einsum("tab,tjb->tja", g0, hc) * h
+                    pt = np.einsum("tab,tjb->tja", g0, tc_) * h
                     rows[f"pose->rot IK, {tag} positions"] = _row(
                         ik.ik_factorized(skel, ph, pt, ref, root_rot=true_rot[:, 0]), true_rot, true_root,
                         true_root, skel, true_heads)

@@ -124,7 +124,7 @@ class ModelConfig:
     # on the real rigs it was worse (6.76 against 5.15): from a whole placement error away, the nearest bone is often
     # another limb
     snap_rounds: int = 0
-    snap_width: int = 64
+    snap_width: int = 64  # channels of the snap field's convolutions
     lift_align: bool = False  # lift only what the found positions add to the guess's layout beyond the 2D similarity
     # (scale, in-plane turn, shift) that best maps the layout onto them: a wrong depth or placement of the whole
     # body is then not read as articulation. Tried (run v10, 1 Dec): procedural rigs unchanged, real rigs worse

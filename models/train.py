@@ -370,7 +370,7 @@ def stage1_losses(out, b, grid_xy=None, pa_weight: float = 0.0) -> dict:
     if pa_weight:
         pts = torch.cat([out["head_cam"], out["tail_cam"]], 2)
         l_pa = _masked_mean(aligned_error(pts, torch.cat([b["head_cam"], b["tail_cam"]], 2), torch.cat([m, m], 2)),
-                            torch.cat([m, m], 2)) * 2
+                            torch.cat([m, m], 2)) * 2  # per joint, head + tail, as l_pos
     l_root = geodesic(out["root_rot"], b["root_rot"]).mean()
     l_depth = (out["log_root_depth"] - b["log_depth"]).abs().mean()
     vel = (out["head_cam"][:, 1:] - out["head_cam"][:, :-1]) - (b["head_cam"][:, 1:] - b["head_cam"][:, :-1])
