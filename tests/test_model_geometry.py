@@ -113,8 +113,8 @@ def test_stage2_residual_acts_once_positions_are_off():
     assert np.degrees(np.arccos(np.clip(cos, -1, 1))).mean() > 5.0
 
 
-@pytest.mark.parametrize("refine_rounds", [0, 2])
-def test_reference_frame_gets_the_reference_exactly(refine_rounds):
+@pytest.mark.parametrize("refine_rounds,stage1_local", [(0, False), (2, False), (0, True)])
+def test_reference_frame_gets_the_reference_exactly(refine_rounds, stage1_local):
     """Matched protocol: on the frame the reference shows, stage 1's root orientation is the reference's and its
     pose is the reference pose carried by it, whatever the (here random) weights, with or without the 2D
     refinement cascade moving the pose; without a reference frame the residuals apply on every frame."""
@@ -123,7 +123,7 @@ def test_reference_frame_gets_the_reference_exactly(refine_rounds):
     from models.model import MocapNet, ModelConfig
     torch.manual_seed(0)
     cfg = ModelConfig(encoder="small8", img_size=64, dim=32, stage1_layers=1, stage2_layers=1,
-                      refine_rounds=refine_rounds)
+                      refine_rounds=refine_rounds, stage1_local=stage1_local)
     net = MocapNet(cfg, pretrained=False).eval()
     with torch.no_grad():  # non-zero residual heads
         for p in net.parameters():

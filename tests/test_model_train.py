@@ -13,7 +13,7 @@ from models.model import ModelConfig
 from models.train import Clip, TrainConfig, collate, fit, make_sample
 
 TINY = dict(img_size=64, encoder="small8", dim=32, heads=4, local_heads=2, stage1_layers=1, stage2_layers=1,
-            window=8, max_joints=40, refine_rounds=1, snap_rounds=1)
+            window=8, max_joints=40, refine_rounds=1, snap_rounds=1, stage1_local=True)
 
 
 def write_shard(path, j, t=12, s=64, seed=0):
