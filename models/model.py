@@ -125,13 +125,13 @@ class ModelConfig:
     # on the real rigs it was worse (6.76 against 5.15): from a whole placement error away, the nearest bone is often
     # another limb
     snap_rounds: int = 0
+    snap_width: int = 64  # channels of the snap field's convolutions
     # a stage-1 block whose image cross-attention is biased towards where the first guess puts each bone in the
     # picture (as stage 2's is towards the found bone), run before the joints are found: the joint tokens read the
     # image where they are expected rather than the whole frame by content. Off by default: run v15 (1 Dec, 1,500
     # stage-B steps from v11's end of stage B) against the same training without it: "2D sim px" 3.82 against 3.91
     # on procedural rigs (the reference layout's 3.84), rotations level (15.88 against 15.87 degrees)
     stage1_local: bool = False
-    snap_width: int = 64  # channels of the snap field's convolutions
     lift_align: bool = False  # lift only what the found positions add to the guess's layout beyond the 2D similarity
     # (scale, in-plane turn, shift) that best maps the layout onto them: a wrong depth or placement of the whole
     # body is then not read as articulation. Tried (run v10, 1 Dec): procedural rigs unchanged, real rigs worse
@@ -542,7 +542,8 @@ class MocapNet(nn.Module):
             # find the head and tail on the fine grid: a heatmap over its cells, biased towards where the guess
             # lands in the picture (its layout at the root's depth, centred where the joints are seen), soft-argmax
             q = self.loc_q(h1).view(b, t, j * 2, -1)  # (B, T, 2J, D)
-            logits = (q @ self.loc_k(fine).transpose(-1, -2)) * (1.0 / math.sqrt(q.shape[-1]))  # (B, T, 2J, N8)
+            keys = self.loc_k(fine).transpose(-1, -2)  # (B, T, D, N8)
+            logits = (q @ keys) * (1.0 / math.sqrt(q.shape[-1]))  # (B, T, 2J, N8)
             seen_uv = (torch.softmax(logits, dim=-1) @ self.img_xy8).view(b, t, j, 2, 2)
             vj = valid[..., None]  # (B, 1, J, 1, 1)
             centre = (seen_uv * vj).sum(2, keepdim=True) / (2.0 * vj.sum(2, keepdim=True)) # (B, T, 1, 1, 2)
@@ -556,7 +557,7 @@ class MocapNet(nn.Module):
                                           self.local1.time.time_bias(t), img,
                                           self.bone_distance(prior.view(b, t, j, 2, 2))))
                 q = self.loc_q(h1).view(b, t, j * 2, -1)
-                logits = (q @ self.loc_k(fine).transpose(-1, -2)) * (1.0 / math.sqrt(q.shape[-1]))
+                logits = (q @ keys) * (1.0 / math.sqrt(q.shape[-1]))
             d2 = sq_dist(prior, self.img_xy8)  # (B, T, 2J, N8)
             logits = logits - F.softplus(self.prior_sharp) * d2 / (2 * self.cfg.prior_width ** 2)
             heat = torch.softmax(logits, dim=-1)

@@ -368,9 +368,9 @@ def stage1_losses(out, b, grid_xy=None, pa_weight: float = 0.0) -> dict:
         l_snap = ((pred - off).abs().sum(-1) * (0.3 + 0.7 * near)).mean()
     l_pa = 0.0
     if pa_weight:
-        pts = torch.cat([out["head_cam"], out["tail_cam"]], 2)
-        l_pa = _masked_mean(aligned_error(pts, torch.cat([b["head_cam"], b["tail_cam"]], 2), torch.cat([m, m], 2)),
-                            torch.cat([m, m], 2)) * 2  # per joint, head + tail, as l_pos
+        pts, mm = torch.cat([out["head_cam"], out["tail_cam"]], 2), torch.cat([m, m], 2)
+        l_pa = _masked_mean(aligned_error(pts, torch.cat([b["head_cam"], b["tail_cam"]], 2), mm),
+                            mm) * 2  # per joint, head + tail, as l_pos
     l_root = geodesic(out["root_rot"], b["root_rot"]).mean()
     l_depth = (out["log_root_depth"] - b["log_depth"]).abs().mean()
     vel = (out["head_cam"][:, 1:] - out["head_cam"][:, :-1]) - (b["head_cam"][:, 1:] - b["head_cam"][:, :-1])
