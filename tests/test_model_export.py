@@ -9,7 +9,8 @@ from models.export import export, max_difference
 from models.model import MocapNet, ModelConfig
 
 TINY = dict(img_size=64, encoder="small8", dim=32, heads=4, local_heads=2, stage1_layers=1, stage2_layers=1,
-            window=8, max_joints=40, refine_rounds=1, snap_rounds=1, stage1_local=True)
+            window=8, max_joints=40, refine_rounds=1, snap_rounds=1, stage1_local=True,
+            anchor_stage2=True)
 
 
 @pytest.fixture(scope="session")

@@ -50,67 +50,147 @@ def test_swing_between_takes_a_to_b():
     np.testing.assert_allclose(zero.numpy(), np.broadcast_to(np.eye(3), (30, 3, 3)), atol=1e-9)
 
 
-def _stage2_on_given_positions(exact_ik: bool, learned: str, pos_err: float, seed: int = 3):
+def _stage2_on_given_positions(exact_ik: bool, learned: str, pos_err: float, seed: int = 3, exact_twist=False,
+                               tiny: float = 0.0):
     """A random 24-joint rig (children around their parent's tail: turns show) in a random pose; stage 2 of a
     small network fed its exact positions, told they are `pos_err` off. learned: "open" = gates fully open and
-    residuals zero (set by hand), "random" = every learned part random. -> (skel, truth, rot, head_can, tail_can)"""
-    from mocap_blender.core import preprocess
+    residuals zero (set by hand), "random" = every learned part random. tiny > 0: every third bone this long
+    (fraction of the rig's height), as in imported glTF rigs. -> (skel, truth, rot, head_can, tail_can, ref)"""
+    from mocap_blender.core.skeleton import Skeleton
     from models.model import MocapNet, ModelConfig
     rng = np.random.default_rng(seed)
     skel = random_skeleton(24, rng, child_offset=0.05)
+    if tiny:
+        tails = skel.tails.copy()
+        tails[1::3] = skel.heads[1::3] + skel.rest[1::3, :3, 1] * tiny * skel.height
+        skel = Skeleton.from_arrays(skel.names, skel.parents, skel.rest, tails)
     t = 4
     truth = R.rotvec_to_matrix(rng.normal(0, 0.6, (t, 24, 3)))
     ref = R.rotvec_to_matrix(rng.normal(0, 0.6, (24, 3)))
     head_can, tail_can = canonical_positions(skel, forward_kinematics(skel, truth))
     torch.manual_seed(seed)
     net = MocapNet(ModelConfig(encoder="small8", img_size=64, dim=32, stage1_layers=1, stage2_layers=1,
-                               swing_floor=0.0, exact_ik=exact_ik), pretrained=False).double().eval()
+                               swing_floor=0.0, exact_ik=exact_ik, exact_twist=exact_twist),
+                   pretrained=False).double().eval()
     with torch.no_grad():
         if learned == "open":
             net.rot_head.bias[6:8] = 40.0  # follow the positions fully; the residual and clip twist start at zero
         else:  # residual swing and twist, clip twist, gates anywhere
             for head in (net.rot_head, net.twist_head[2]):
                 head.weight.normal_(0, 0.5), head.bias.normal_(0, 0.5)
+    return skel, truth, _stage2_rotations(net, skel, ref, head_can, tail_can, pos_err), head_can, tail_can, ref
+
+
+def _stage2_rotations(net, skel, ref, head_can, tail_can, pos_err: float, ref_k=None) -> np.ndarray:
+    """Stage 2 of `net` (float64) on the given canonical positions (T, J, 3), told they are `pos_err` off, with
+    the reference `ref` (J, 3, 3) shown on frame ref_k (None: no frame) -> local rotations (T, J, 3, 3)."""
+    from mocap_blender.core import preprocess
+    t, j = head_can.shape[:2]
     rig = preprocess.make_rig_inputs(skel, ref)
     f = lambda a: torch.from_numpy(np.asarray(a, dtype=np.float64))[None]
     with torch.no_grad():
         out = net(None, f(rig["joint_feats"]), f(rig["ref_rot6d"]), torch.from_numpy(rig["parents"])[None],
                   torch.from_numpy(rig["hops"])[None], torch.from_numpy(rig["edge_type"])[None],
-                  f(rig["local_mask"]), f(preprocess.make_ref_flag(t, None)),
+                  f(rig["local_mask"]), f(preprocess.make_ref_flag(t, ref_k)),
                   pose_override={"head_can": f(head_can), "tail_can": f(tail_can),
-                                 "pos_err": torch.full((1, t, 24, 1), pos_err, dtype=torch.float64)})
-    return skel, truth, out["rot"][0].numpy(), head_can, tail_can
+                                 "pos_err": torch.full((1, t, j, 1), pos_err, dtype=torch.float64)})
+    return out["rot"][0].numpy()
 
 
 @pytest.mark.parametrize("exact_ik,learned", [(False, "open"), (True, "open"), (True, "random")])
 def test_stage2_prior_is_the_ik_solution_on_exact_positions(exact_ik, learned):
     """With exact positions (told: error 0), stage 2 swings each bone onto its observed direction and turns a
-    bone with two or more children about its axis until their spread matches: those bones' rotations (and their
-    children's local rotations) are the truth, whatever the reference. Without `exact_ik` only when its learned
-    gates are open and its residuals zero; with it, whatever they are."""
-    skel, truth, rot, head_can, tail_can = _stage2_on_given_positions(exact_ik, learned, 0.0)
+    bone with children (here all off its axis) about its axis until they sit where the positions put them: those
+    bones' rotations (and their children's local rotations) are the truth, whatever the reference. Without
+    `exact_ik` only when its learned gates are open and its residuals zero; with it, whatever they are."""
+    skel, truth, rot, head_can, tail_can, _ = _stage2_on_given_positions(exact_ik, learned, 0.0)
     kids = np.bincount(skel.parents[1:], minlength=24)
-    full = {0} | {j for j in range(1, 24) if kids[j] >= 2}  # rotation fully shown by the positions
+    full = {0} | {j for j in range(1, 24) if kids[j] >= 1}  # rotation fully shown by the positions
     check = [j for j in range(1, 24) if j in full and skel.parents[j] in full]
     assert len(check) >= 3
     # (the angle from the rotation vector: acos of the trace loses ~0.03 degrees near zero)
     err = np.degrees(np.linalg.norm(R.matrix_to_rotvec(np.swapaxes(truth[:, check], -1, -2) @ rot[:, check]), axis=-1))
     assert err.max() < 1e-3, err.max()
-    # and a bone with one child still points where its tail is (its twist comes from the reference)
-    one = [j for j in range(1, 24) if kids[j] < 2 and skel.parents[j] in full]
+    # and a bone without children still points where its tail is (its twist comes from the reference)
+    one = [j for j in range(1, 24) if kids[j] == 0 and skel.parents[j] in full]
     heads, tails = canonical_positions(skel, forward_kinematics(skel, rot))
     unit = lambda v: v / np.linalg.norm(v, axis=-1, keepdims=True)
     np.testing.assert_allclose(unit(tails - heads)[:, one], unit(tail_can - head_can)[:, one], atol=1e-5)
 
 
+@pytest.mark.parametrize("exact_twist", [False, True])
+def test_stage2_on_exact_positions_is_the_analytic_solution(exact_twist):
+    """Exact positions (told: error 0): without `exact_twist` every bone's rotation is the analytic one (learned
+    gates open, residual zero) whatever the learned weights, the twist of bones without children included; with
+    it (configs before 2 Dec) the learned residual still twists those bones about their aim."""
+    rots = {}
+    for learned in ("open", "random"):
+        skel, truth, rots[learned], *_ = _stage2_on_given_positions(True, learned, 0.0, exact_twist=exact_twist)
+        kids = np.bincount(skel.parents[1:], minlength=24)
+    leaves = [j for j in range(1, 24) if kids[j] == 0]
+    err = np.degrees(np.linalg.norm(R.matrix_to_rotvec(np.swapaxes(rots["open"], -1, -2) @ rots["random"]), axis=-1))
+    if exact_twist:
+        assert err[:, leaves].mean() > 1.0
+    else:
+        assert err.max() < 1e-3, err.max()
+
+
+def test_stage2_on_exact_positions_of_tiny_bones():
+    """Bones of 0.03% of the rig's height (imported rigs have them) get clean rotations on exact positions: each a
+    rotation, the truth where the bone has children, and a bone without children points at its tail."""
+    skel, truth, rot, head_can, tail_can, _ = _stage2_on_given_positions(True, "random", 0.0, tiny=3e-4)
+    assert skel.lengths[1::3].max() < 1e-3 * skel.height
+    np.testing.assert_allclose(np.swapaxes(rot, -1, -2) @ rot, np.broadcast_to(np.eye(3), rot.shape), atol=1e-3)
+    kids = np.bincount(skel.parents[1:], minlength=24)
+    # (a tiny bone aims at its children: with one, its turn about that aim does not show)
+    full = {0} | {j for j in range(1, 24) if kids[j] >= 2 or (kids[j] == 1 and skel.lengths[j] > 0.02 * skel.height)}
+    check = [j for j in range(1, 24) if j in full and skel.parents[j] in full]
+    assert len([j for j in check if j % 3 == 1]) >= 2  # tiny bones among them
+    err = np.degrees(np.linalg.norm(R.matrix_to_rotvec(np.swapaxes(truth[:, check], -1, -2) @ rot[:, check]), axis=-1))
+    assert err.max() < 1e-3, err.max()
+    leaves = [j for j in range(1, 24) if kids[j] == 0 and skel.parents[j] in full]
+    heads, tails = canonical_positions(skel, forward_kinematics(skel, rot))
+    unit = lambda v: v / np.linalg.norm(v, axis=-1, keepdims=True)
+    np.testing.assert_allclose(unit(tails - heads)[:, leaves], unit(tail_can - head_can)[:, leaves], atol=1e-3)
+
+
 def test_stage2_residual_acts_once_positions_are_off():
     """The same random network told the positions are 5% of the height off: its residual and gates now move the
     bones away from the observed directions (so the exactness above is the lock, not a weak residual)."""
-    skel, truth, rot, head_can, tail_can = _stage2_on_given_positions(True, "random", 0.05)
+    skel, truth, rot, head_can, tail_can, _ = _stage2_on_given_positions(True, "random", 0.05)
     heads, tails = canonical_positions(skel, forward_kinematics(skel, rot))
     unit = lambda v: v / np.linalg.norm(v, axis=-1, keepdims=True)
     cos = (unit(tails - heads) * unit(tail_can - head_can)).sum(-1)[:, 1:]
     assert np.degrees(np.arccos(np.clip(cos, -1, 1))).mean() > 5.0
+
+
+@pytest.mark.parametrize("anchor", [False, True])
+def test_stage2_anchored_on_the_reference_frame(anchor):
+    """Matched protocol, stage 2 fed the reference pose on every frame (noisy by its account, so its residual and
+    per-clip twist act) with every learned part random: anchored, the reference frame gets the reference rotations
+    exactly and the other frames keep a residual; not anchored (configs before 2 Dec), the reference frame too."""
+    from models.model import MocapNet, ModelConfig
+    rng = np.random.default_rng(5)
+    skel = random_skeleton(12, rng, child_offset=0.05)
+    t, k = 5, 2
+    ref = R.rotvec_to_matrix(rng.normal(0, 0.6, (12, 3)))
+    head_can, tail_can = canonical_positions(skel, forward_kinematics(skel, np.broadcast_to(ref, (t, 12, 3, 3))))
+    torch.manual_seed(5)
+    net = MocapNet(ModelConfig(encoder="small8", img_size=64, dim=32, stage1_layers=1, stage2_layers=1,
+                               anchor_stage2=anchor), pretrained=False).double().eval()
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+        for head in (net.rot_head, net.twist_head[2]):
+            head.weight.normal_(0, 0.5), head.bias.normal_(0, 0.5)
+    rot = _stage2_rotations(net, skel, ref, head_can, tail_can, 0.03, ref_k=k)[:, 1:]
+    err = np.degrees(np.linalg.norm(R.matrix_to_rotvec(np.swapaxes(ref[None, 1:], -1, -2) @ rot), axis=-1))  # (T, J-1)
+    others = [i for i in range(t) if i != k]
+    assert err[others].mean(-1).min() > 1.0  # the residual acts
+    if anchor:
+        assert err[k].max() < 1e-3
+    else:
+        assert err[k].mean() > 1.0
 
 
 @pytest.mark.parametrize("refine_rounds,stage1_local", [(0, False), (2, False), (0, True)])
