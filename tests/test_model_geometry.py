@@ -101,10 +101,10 @@ def _assert_shown_rotations_exact(skel, truth, rot, head_can, tail_can, tiny_aim
     """Bones whose rotation the exact positions show (children off their axis; a tiny bone aims at its children,
     and with one its turn about that aim does not show), and their children's local rotations, are the truth;
     a bone without children points where its tail is (its twist comes from the reference). -> checked bones"""
+    from mocap_blender.core.ik import AIM_CHILDREN_BELOW
     kids = np.bincount(skel.parents[1:], minlength=len(skel.parents))
-    shown = kids >= 2 if tiny_aims_at_kids else kids >= 1
-    if tiny_aims_at_kids:
-        shown |= (kids == 1) & (skel.lengths > 0.02 * skel.height)
+    aims_at_tail = skel.lengths >= AIM_CHILDREN_BELOW * skel.height if tiny_aims_at_kids else True
+    shown = (kids >= 2) | ((kids == 1) & aims_at_tail)
     full = {0} | {j for j in range(1, len(kids)) if shown[j]}
     check = [j for j in range(1, len(kids)) if j in full and skel.parents[j] in full]
     # (the angle from the rotation vector: acos of the trace loses ~0.03 degrees near zero)
@@ -134,8 +134,7 @@ def test_stage2_on_exact_positions_is_the_analytic_solution(exact_twist):
     rots = {}
     for learned in ("open", "random"):
         skel, truth, rots[learned], *_ = _stage2_on_given_positions(True, learned, 0.0, exact_twist=exact_twist)
-        kids = np.bincount(skel.parents[1:], minlength=24)
-    leaves = [j for j in range(1, 24) if kids[j] == 0]
+    leaves = [j for j in range(1, 24) if j not in skel.parents]
     err = np.degrees(np.linalg.norm(R.matrix_to_rotvec(np.swapaxes(rots["open"], -1, -2) @ rots["random"]), axis=-1))
     if exact_twist:
         assert err[:, leaves].mean() > 1.0
