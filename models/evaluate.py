@@ -18,7 +18,7 @@ Rows (all computed in this run, on the same clips and windows):
 Metrics (core/metrics.py): moving-bone and all-bone local rotation error (deg), root orientation error in the
 camera frame (deg, camera given), MPJPE of the rig posed by the predicted rotations (% of rig height), and for
 methods that predict positions, MPJPE of those positions and the mean image distance of the in-frame bone heads
-(pixels of the clip's frames; what a user sees as the overlay), and that distance after the 2D similarity that
+(in pixels of a 160 px frame whatever the clips' size, `PX_FRAME`; what a user sees as the overlay), and that distance after the 2D similarity that
 best maps each frame's predicted heads onto the true ones ("2D sim px": articulation, placement removed). The row
 "reference at the true root (2D)" has only those image distances: the reference pose carried by the TRUE root
 orientation, scaled by the true depth and placed on the true root (weak perspective), what a stage 1 that reads
@@ -54,10 +54,13 @@ def _arm(cam_to_arm, x_cam, h):
     return np.einsum("tab,tjb->tja", cam_to_arm, x_cam) * h
 
 
+PX_FRAME = 160  # image distances are given in pixels of a frame this wide, whatever the clips' size (160 or 320)
+
+
 def _px2d(pred_px, true_px, size) -> tuple[float, int]:
-    """Mean image distance (pixels of the clip's frames) of the bone heads that are in the frame."""
+    """Mean image distance (in pixels of a PX_FRAME-wide frame) of the bone heads that are in the frame."""
     inside = ((true_px > 0) & (true_px < size)).all(-1)
-    d = np.linalg.norm(pred_px - true_px, axis=-1)[inside]
+    d = np.linalg.norm(pred_px - true_px, axis=-1)[inside] * (PX_FRAME / size)
     return (float(d.mean()) if d.size else float("nan"), int(d.size))
 
 
@@ -71,7 +74,7 @@ def _px2d_aligned(pred_px, true_px, size) -> tuple[float, int]:
     inside &= inside.sum(-1, keepdims=True) >= 3
     f = lambda a: torch.from_numpy(np.asarray(a, dtype=np.float64))[None, :, :, None]  # (1, T, J, 1, ...)
     fit = similar(f(pred_px), f(true_px), f(inside[..., None]))[0, :, :, 0].numpy()  # (T, J, 2)
-    d = np.linalg.norm(fit - true_px, axis=-1)[inside]
+    d = np.linalg.norm(fit - true_px, axis=-1)[inside] * (PX_FRAME / size)
     return (float(d.mean()) if d.size else float("nan"), int(d.size))
 
 
@@ -306,8 +309,7 @@ def stage2_rotations(net, model, frames, rig, ref_k, head_can, tail_can, head_ca
         if key not in _ENC_CACHE:  # the frozen encoder once per network, clip window and crop
             for k in [k for k in _ENC_CACHE if k[1:] != key[1:]]:
                 del _ENC_CACHE[k]
-            x = preprocess.crop_inputs(preprocess.preprocess_frames(frames, model.input_size, model.mean, model.std),
-                                       box)
+            x = preprocess.model_inputs(frames, model.input_size, model.mean, model.std, box)
             _ENC_CACHE[key] = net.encode(f(x))
         img = net.image_tokens(*_ENC_CACHE[key], 1, t)
         out = net(img, f(rig["joint_feats"]), f(rig["ref_rot6d"]), torch.from_numpy(rig["parents"])[None],

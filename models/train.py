@@ -469,7 +469,7 @@ def cache_features(data_dirs, cache: Path, cfg: ModelConfig, loop: bool = False,
                 box = training_box(Clip(p), cfg) if cfg.subject_crop else np.array(preprocess.WHOLE_FRAME)
             except Exception:
                 continue  # being written
-            x = preprocess.crop_inputs(preprocess.preprocess_frames(frames, cfg.img_size, cfg.mean, cfg.std), box)
+            x = preprocess.model_inputs(frames, cfg.img_size, cfg.mean, cfg.std, box)
             maps = {"f8": [], "f16": [], "f32": []}
             for i in range(0, len(x), 16):
                 for k, a in zip(maps, sess.run(list(maps), {"x": x[i:i + 16]})):
@@ -605,9 +605,8 @@ def fit(tc: TrainConfig, mc: ModelConfig, resume: bool = True, quiet: bool = Fal
             samples = []
             for n in names:
                 box = training_box(clips[n], mc)
-                x = preprocess.preprocess_frames(np.load(clips[n].path)["frames"], mc.img_size, mc.mean, mc.std)
-                samples.append(make_sample(clips[n], tc.window, rng, tc, frames=preprocess.crop_inputs(x, box),
-                                           box=box))
+                x = preprocess.model_inputs(np.load(clips[n].path)["frames"], mc.img_size, mc.mean, mc.std, box)
+                samples.append(make_sample(clips[n], tc.window, rng, tc, frames=x, box=box))
         else:
             samples = [make_sample(clips[n], tc.window, rng, tc, feats.get(n) if stage != "a" else None)
                        for n in names]

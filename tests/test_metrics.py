@@ -68,6 +68,9 @@ def test_image_distance_after_similarity_removes_placement_only():
     out = true.copy()
     out[:, 0] = [-5.0, 80.0]  # outside the frame: not counted
     assert _px2d_aligned(out, true, 160)[1] == 60 and _px2d_aligned(true, out, 160)[1] == 55
+    # a clip twice as large: the same distances, given in pixels of a 160 px frame
+    assert abs(_px2d(2 * placed, 2 * true, 320)[0] - raw) < 1e-9
+    assert abs(_px2d_aligned(2 * bent, 2 * true, 320)[0] - _px2d_aligned(bent, true, 160)[0]) < 1e-9
 
 
 def test_depth_from_lengths_rebuilds_depth_up_to_the_references_signs():

@@ -124,16 +124,36 @@ def test_subject_box_and_crop_geometry():
     assert np.allclose([cx, cy, side], [0.40, 0.50, 0.2 * 1.4])
     assert preprocess.subject_box(uv, 0.2, 0.5)[2] == 0.5 and preprocess.subject_box(uv * 5 - 2, 0.2, 0.1)[2] == 1.0
     assert np.allclose(preprocess.subject_box(np.full((3, 2), np.nan), 0.2, 0.3), [0.5, 0.5, 1.0])
-    # a bright pixel lands in the crop where uv_to_crop puts its centre (bilinear resampling: its centroid)
-    s, box = 160, np.array([0.42, 0.55, 0.35])
-    x = np.zeros((1, 3, s, s), np.float32)
-    x[0, :, 97, 59] = 1.0  # row (v) 97, column (u) 59
-    y = preprocess.crop_inputs(x, box)[0, 0]
+    box = np.array([0.42, 0.55, 0.35])
+    np.testing.assert_allclose(preprocess.uv_from_crop(preprocess.uv_to_crop(uv, box), box), uv, atol=1e-12)
+
+
+@pytest.mark.parametrize("side", [0.2, 0.9])  # the crop magnifies the original frame / shrinks it
+def test_crop_is_read_from_the_original_frame(side):
+    # a bright pixel of a 360x640 frame lands in the crop where uv_to_crop puts its centre (bilinear resampling,
+    # area-averaged first when the crop shrinks the original: its centroid)
+    s, h, w, box = 160, 360, 640, np.array([0.47, 0.55, side])
+    frames = np.zeros((1, h, w, 3), np.uint8)
+    frames[0, 200, 300] = 255
+    y = preprocess.model_inputs(frames, s, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), box)[0, 0]
+    scale, ox, oy = preprocess.letterbox_params(h, w, s)
+    uv = np.array([(300.5 * scale + ox) / s, (200.5 * scale + oy) / s])
     rows, cols = np.mgrid[:s, :s]
     seen = np.array([(cols * y).sum() / y.sum() + 0.5, (rows * y).sum() / y.sum() + 0.5]) / s
-    np.testing.assert_allclose(seen, preprocess.uv_to_crop([59.5 / s, 97.5 / s], box), atol=1e-3)
-    np.testing.assert_allclose(preprocess.uv_from_crop(preprocess.uv_to_crop(uv, box), box), uv, atol=1e-12)
-    assert preprocess.crop_inputs(x, [0.5, 0.5, 1.0]).tobytes() == x.tobytes()  # the whole input: unchanged
+    np.testing.assert_allclose(seen, preprocess.uv_to_crop(uv, box), atol=1e-3 if side < 0.5 else 4e-3)
+    # the whole input is the letterboxed frame itself
+    whole = preprocess.preprocess_frames(frames, s, (0.5,) * 3, (0.5,) * 3)
+    assert preprocess.model_inputs(frames, s, (0.5,) * 3, (0.5,) * 3, preprocess.WHOLE_FRAME).tobytes() == whole.tobytes()
+
+
+def test_crop_keeps_detail_the_letterbox_loses():
+    # stripes one original pixel wide average out in the letterbox of a 720x1280 frame, but the crop reads them
+    frames = np.zeros((1, 720, 1280, 3), np.uint8)
+    frames[0, :, ::2] = 255
+    norm = ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+    whole = preprocess.model_inputs(frames, 160, *norm)[0, 0, 40:120, 20:140]
+    crop = preprocess.model_inputs(frames, 160, *norm, box=(0.5, 0.5, 0.04))[0, 0]  # 0.8 original px per crop px
+    assert whole.std() < 0.02 and crop.std() > 0.2
 
 
 def test_subject_crop_runs_the_network_again_on_the_crop(tmp_path, monkeypatch):
@@ -162,7 +182,8 @@ def test_subject_crop_runs_the_network_again_on_the_crop(tmp_path, monkeypatch):
     assert np.array_equal(x1, x[::model.find_stride])  # the first pass sees a subset of the whole frames
     box = preprocess.subject_box(o1[model.output_names.index("uv")], model.find_margin, model.crop_min_side)
     np.testing.assert_allclose(out["box"], box)
-    assert box[2] < 1.0 and np.allclose(x2, preprocess.crop_inputs(x, box))
+    assert box[2] < 1.0 and np.allclose(x2, preprocess.model_inputs(frames, model.input_size, model.mean, model.std,
+                                                                    box))  # read from the original frames
     uv2 = preprocess.uv_from_crop(o2[model.output_names.index("uv")], box)
     np.testing.assert_allclose(out["joints2d"], preprocess.uv_to_pixels(uv2, 90, 160, model.input_size), atol=1e-6)
     np.testing.assert_allclose(out["root_depth_ratio"],

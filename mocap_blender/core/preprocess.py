@@ -107,20 +107,37 @@ def subject_box(uv, margin: float, min_side: float) -> np.ndarray:
     return np.array([0.5 * (lo[0] + hi[0]), 0.5 * (lo[1] + hi[1]), side])
 
 
-def crop_inputs(x, box) -> np.ndarray:
-    """Preprocessed frames (T, 3, S, S) -> the square `box` (cx, cy, side in [0, 1] input units) of each, resized
-    to S x S (bilinear); outside the frame is zero (the mean colour, as the letterbox padding)."""
-    x = np.asarray(x, dtype=np.float32)
-    s = x.shape[-1]
+def model_inputs(frames, size: int, mean, std, box=WHOLE_FRAME) -> np.ndarray:
+    """RGB uint8 frames (T, H, W, 3) -> float32 (T, 3, size, size): the square `box` (cx, cy, side in [0, 1] units
+    of the letterboxed model input, `WHOLE_FRAME` = the whole input) of each frame, normalised.
+
+    The crop is read from the original frames, not from the letterboxed input, so a high-resolution video gives
+    the crop its own detail (a subject 300 px tall in a 1080p frame is 45 px of a 160 px letterbox, but fills
+    the crop). Outside the frame is zero (the mean colour, as the letterbox padding). The whole input is exactly
+    `preprocess_frames`.
+    """
     cx, cy, side = (float(v) for v in box)
-    # output pixel centre (i + 0.5) / S in the crop is input u = cx - side / 2 + side (i + 0.5) / S
-    m = np.array([[side, 0.0, (cx - 0.5 * side) * s + 0.5 * side - 0.5],
-                  [0.0, side, (cy - 0.5 * side) * s + 0.5 * side - 0.5]])
-    out = np.empty_like(x)
-    for i in range(len(x)):
-        img = cv2.warpAffine(np.ascontiguousarray(x[i].transpose(1, 2, 0)), m, (s, s),
-                             flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT,
-                             borderValue=(0.0, 0.0, 0.0))
+    if (cx, cy, side) == tuple(WHOLE_FRAME):
+        return preprocess_frames(frames, size, mean, std)
+    frames = np.asarray(frames)
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+        raise MocapError(f"Expected uint8 RGB video frames shaped (T, H, W, 3), got {frames.dtype} {frames.shape}.")
+    t, h, w, _ = frames.shape
+    scale, ox, oy = letterbox_params(h, w, size)
+    step = side / scale  # original pixels per crop pixel
+    shrink = min(1.0, 1.0 / step)  # above one original pixel per crop pixel, area-average first (no aliasing)
+    sw, sh = max(1, round(w * shrink)), max(1, round(h * shrink))
+    # crop pixel i (centre i + 0.5) is input pixel (cx - side/2) * size + side (i + 0.5), original (that - o) / scale
+    m = np.array([[step * sw / w, 0.0, ((cx - 0.5 * side) * size + 0.5 * side - ox) / scale * sw / w - 0.5],
+                  [0.0, step * sh / h, ((cy - 0.5 * side) * size + 0.5 * side - oy) / scale * sh / h - 0.5]])
+    mean = np.asarray(mean, dtype=np.float32).reshape(1, 1, 3)
+    std = np.asarray(std, dtype=np.float32).reshape(1, 1, 3)
+    out = np.empty((t, 3, size, size), dtype=np.float32)
+    for i in range(t):
+        img = frames[i] if (sw, sh) == (w, h) else cv2.resize(frames[i], (sw, sh), interpolation=cv2.INTER_AREA)
+        img = (img.astype(np.float32) / 255.0 - mean) / std
+        img = cv2.warpAffine(img, m, (size, size), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                             borderMode=cv2.BORDER_CONSTANT, borderValue=(0.0, 0.0, 0.0))
         out[i] = img.transpose(2, 0, 1)
     return out
 

@@ -129,15 +129,15 @@ class MocapModel:
         if rig_inputs["joint_feats"].shape[1] != self.n_joint_features:
             raise MocapError("The rig inputs do not match the model; rebuild them with preprocess.make_rig_inputs.")
         feed = {k: np.ascontiguousarray(rig_inputs[k]) for k in NETWORK_RIG_INPUTS}
-        x = preprocess.preprocess_frames(frames, self.input_size, self.mean, self.std)
         feed["ref_flag"] = preprocess.make_ref_flag(t, ref_frame)
         box = np.array(preprocess.WHOLE_FRAME)
         if self.subject_crop:  # found on the whole frame; again on a square around it (same crop for the window)
             stride = max(1, min(self.find_stride, t - 1))  # at least 2 frames
             ref_sub = ref_frame // stride if ref_frame is not None and ref_frame % stride == 0 else None
-            found = self._run({**feed, "ref_flag": preprocess.make_ref_flag(len(x[::stride]), ref_sub)}, x[::stride])
+            whole = preprocess.preprocess_frames(frames[::stride], self.input_size, self.mean, self.std)
+            found = self._run({**feed, "ref_flag": preprocess.make_ref_flag(len(whole), ref_sub)}, whole)
             box = preprocess.subject_box(found["uv"], self.find_margin, self.crop_min_side)
-            x = preprocess.crop_inputs(x, box)
+        x = preprocess.model_inputs(frames, self.input_size, self.mean, self.std, box)  # read from the originals
         res = self._run(feed, x)
         res["uv"] = preprocess.uv_from_crop(res["uv"], box)
         res["log_root_depth"] = res["log_root_depth"] - np.log(box[2])  # the crop magnifies by 1 / side
