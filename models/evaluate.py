@@ -18,11 +18,11 @@ Rows (all computed in this run, on the same clips and windows):
 Metrics (core/metrics.py): moving-bone and all-bone local rotation error (deg), root orientation error in the
 camera frame (deg, camera given), MPJPE of the rig posed by the predicted rotations (% of rig height), and for
 methods that predict positions, MPJPE of those positions and the mean image distance of the in-frame bone heads
-(in pixels of a 160 px frame whatever the clips' size, `PX_FRAME`; what a user sees as the overlay), and that distance after the 2D similarity that
-best maps each frame's predicted heads onto the true ones ("2D sim px": articulation, placement removed). The row
-"reference at the true root (2D)" has only those image distances: the reference pose carried by the TRUE root
-orientation, scaled by the true depth and placed on the true root (weak perspective), what a stage 1 that reads
-nothing but the root from the image gets.
+(in pixels of a 160 px frame whatever the clips' size, `PX_FRAME`; what a user sees as the overlay), and that
+distance after the 2D similarity that best maps each frame's predicted heads onto the true ones ("2D sim px":
+articulation, placement removed). The row "reference at the true root (2D)" has only those image distances: the
+reference pose carried by the TRUE root orientation, scaled by the true depth and placed on the true root (weak
+perspective), what a stage 1 that reads nothing but the root from the image gets.
 --long-window W: whole clips through core/pipeline.py in windows of W frames, reference matched to the first frame,
 given to every window (`anchor_windows`) or only to the first; errors after the first window.
 --speed: onnxruntime frames/s for a 50-joint rig at 2 threads (decode excluded), for one network pass and through

@@ -142,8 +142,9 @@ def test_crop_is_read_from_the_original_frame(side):
     seen = np.array([(cols * y).sum() / y.sum() + 0.5, (rows * y).sum() / y.sum() + 0.5]) / s
     np.testing.assert_allclose(seen, preprocess.uv_to_crop(uv, box), atol=1e-3 if side < 0.5 else 4e-3)
     # the whole input is the letterboxed frame itself
-    whole = preprocess.preprocess_frames(frames, s, (0.5,) * 3, (0.5,) * 3)
-    assert preprocess.model_inputs(frames, s, (0.5,) * 3, (0.5,) * 3, preprocess.WHOLE_FRAME).tobytes() == whole.tobytes()
+    norm = ((0.5,) * 3, (0.5,) * 3)
+    whole = preprocess.preprocess_frames(frames, s, *norm)
+    assert preprocess.model_inputs(frames, s, *norm, preprocess.WHOLE_FRAME).tobytes() == whole.tobytes()
 
 
 def test_crop_keeps_detail_the_letterbox_loses():

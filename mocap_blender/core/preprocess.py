@@ -59,20 +59,28 @@ def letterbox_params(height: int, width: int, size: int) -> tuple[float, float, 
     return scale, ox, oy
 
 
+def _checked_frames(frames) -> np.ndarray:
+    frames = np.asarray(frames)
+    if frames.ndim != 4 or frames.shape[-1] != 3:
+        raise MocapError(f"Expected video frames shaped (T, H, W, 3) RGB, got {frames.shape}.")
+    if frames.dtype != np.uint8:
+        raise MocapError(f"Expected uint8 video frames, got {frames.dtype}.")
+    return frames
+
+
+def _normalised(img, mean, std) -> np.ndarray:
+    """uint8 RGB (H, W, 3) -> float32 (H, W, 3): (value / 255 - mean) / std."""
+    return (img.astype(np.float32) / 255.0 - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
+
+
 def preprocess_frames(frames, size: int, mean, std) -> np.ndarray:
     """RGB uint8 frames (T, H, W, 3) -> float32 (T, 3, size, size): letterboxed (aspect kept), normalised.
 
     `size`, `mean` and `std` (RGB, for values in [0, 1]) come from the model metadata. Padding is the mean colour
     (zero after normalisation).
     """
-    frames = np.asarray(frames)
-    if frames.ndim != 4 or frames.shape[-1] != 3:
-        raise MocapError(f"Expected video frames shaped (T, H, W, 3) RGB, got {frames.shape}.")
-    if frames.dtype != np.uint8:
-        raise MocapError(f"Expected uint8 video frames, got {frames.dtype}.")
+    frames = _checked_frames(frames)
     t, h, w, _ = frames.shape
-    mean = np.asarray(mean, dtype=np.float32).reshape(1, 1, 3)
-    std = np.asarray(std, dtype=np.float32).reshape(1, 1, 3)
     scale, ox, oy = letterbox_params(h, w, size)
     nw, nh = max(1, int(round(w * scale))), max(1, int(round(h * scale)))
     x0, y0 = int(round(ox)), int(round(oy))
@@ -80,7 +88,7 @@ def preprocess_frames(frames, size: int, mean, std) -> np.ndarray:
     interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
     for i in range(t):
         img = frames[i] if (nw, nh) == (w, h) else cv2.resize(frames[i], (nw, nh), interpolation=interp)
-        out[i, y0:y0 + nh, x0:x0 + nw] = (img.astype(np.float32) / 255.0 - mean) / std
+        out[i, y0:y0 + nh, x0:x0 + nw] = _normalised(img, mean, std)
     return np.ascontiguousarray(out.transpose(0, 3, 1, 2))
 
 
@@ -119,9 +127,7 @@ def model_inputs(frames, size: int, mean, std, box=WHOLE_FRAME) -> np.ndarray:
     cx, cy, side = (float(v) for v in box)
     if (cx, cy, side) == tuple(WHOLE_FRAME):
         return preprocess_frames(frames, size, mean, std)
-    frames = np.asarray(frames)
-    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
-        raise MocapError(f"Expected uint8 RGB video frames shaped (T, H, W, 3), got {frames.dtype} {frames.shape}.")
+    frames = _checked_frames(frames)
     t, h, w, _ = frames.shape
     scale, ox, oy = letterbox_params(h, w, size)
     step = side / scale  # original pixels per crop pixel
@@ -130,14 +136,12 @@ def model_inputs(frames, size: int, mean, std, box=WHOLE_FRAME) -> np.ndarray:
     # crop pixel i (centre i + 0.5) is input pixel (cx - side/2) * size + side (i + 0.5), original (that - o) / scale
     m = np.array([[step * sw / w, 0.0, ((cx - 0.5 * side) * size + 0.5 * side - ox) / scale * sw / w - 0.5],
                   [0.0, step * sh / h, ((cy - 0.5 * side) * size + 0.5 * side - oy) / scale * sh / h - 0.5]])
-    mean = np.asarray(mean, dtype=np.float32).reshape(1, 1, 3)
-    std = np.asarray(std, dtype=np.float32).reshape(1, 1, 3)
     out = np.empty((t, 3, size, size), dtype=np.float32)
     for i in range(t):
         img = frames[i] if (sw, sh) == (w, h) else cv2.resize(frames[i], (sw, sh), interpolation=cv2.INTER_AREA)
-        img = (img.astype(np.float32) / 255.0 - mean) / std
-        img = cv2.warpAffine(img, m, (size, size), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                             borderMode=cv2.BORDER_CONSTANT, borderValue=(0.0, 0.0, 0.0))
+        img = cv2.warpAffine(_normalised(img, mean, std), m, (size, size),
+                             flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT,
+                             borderValue=(0.0, 0.0, 0.0))
         out[i] = img.transpose(2, 0, 1)
     return out
 
