@@ -136,10 +136,18 @@ def model_inputs(frames, size: int, mean, std, box=WHOLE_FRAME) -> np.ndarray:
     # crop pixel i (centre i + 0.5) is input pixel (cx - side/2) * size + side (i + 0.5), original (that - o) / scale
     m = np.array([[step * sw / w, 0.0, ((cx - 0.5 * side) * size + 0.5 * side - ox) / scale * sw / w - 0.5],
                   [0.0, step * sh / h, ((cy - 0.5 * side) * size + 0.5 * side - oy) / scale * sh / h - 0.5]])
-    out = np.empty((t, 3, size, size), dtype=np.float32)
+    # only the part of the (shrunk) frame the crop samples is normalised: 2 pixels around the square's extent
+    lo = np.floor(m[:, 2] - 2).astype(int)
+    hi = np.ceil(m[:, 2] + m.diagonal() * (size - 1) + 3).astype(int)
+    x0, y0 = max(0, lo[0]), max(0, lo[1])
+    x1, y1 = min(sw, hi[0]), min(sh, hi[1])
+    m[:, 2] -= (x0, y0)
+    out = np.zeros((t, 3, size, size), dtype=np.float32)
+    if x1 <= x0 or y1 <= y0:  # the square lies wholly outside the frame: the mean colour
+        return out
     for i in range(t):
         img = frames[i] if (sw, sh) == (w, h) else cv2.resize(frames[i], (sw, sh), interpolation=cv2.INTER_AREA)
-        img = cv2.warpAffine(_normalised(img, mean, std), m, (size, size),
+        img = cv2.warpAffine(_normalised(img[y0:y1, x0:x1], mean, std), m, (size, size),
                              flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT,
                              borderValue=(0.0, 0.0, 0.0))
         out[i] = img.transpose(2, 0, 1)
