@@ -95,6 +95,12 @@ def _sample(arm_ob, action, times):
     sc = bpy.context.scene
     pbs = arm_ob.pose.bones
     B = len(pbs)
+    # channels the action does not key keep whatever was set before (the importer's pose, an earlier evaluation):
+    # start from the rest pose, as glTF means for an unanimated node, so a clip depends on its seed alone
+    for pb in pbs:
+        pb.location, pb.scale = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
+        pb.rotation_quaternion, pb.rotation_euler = (1.0, 0.0, 0.0, 0.0), (0.0, 0.0, 0.0)
+        pb.rotation_axis_angle = (0.0, 0.0, 1.0, 0.0)
     out = np.zeros((len(times), B, 4, 4), np.float64)
     buf = np.zeros(B * 16, np.float32)
     for k, f in enumerate(times):

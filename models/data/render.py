@@ -27,7 +27,7 @@ from .rigs import (SH_ANGLE, SH_ASPECT, SH_FEATURE, SH_KIND, SH_RADIUS, SH_TAPER
                    SHAPE_FLAT, SHAPE_HORN, Rig, roll_frames, topology_hash)
 
 SENSOR_MM = 36.0
-DATA_VERSION = "3"  # bump when what a seed produces changes (3: some bodies are bulky)
+DATA_VERSION = "4"  # bump when what a seed produces changes (3: some bodies are bulky; 4: real clips seed-only)
 _STATE: dict = {}
 # Seconds spent per stage of the per-frame loop in this process (summed over clips): see `stage` and bench.py.
 STAGE_SECONDS: defaultdict[str, float] = defaultdict(float)
