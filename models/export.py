@@ -82,12 +82,13 @@ def metadata(cfg: ModelConfig, extra: dict | None = None) -> dict[str, str]:
     return m
 
 
-def dummy_inputs(cfg: ModelConfig, t: int = 8, j: int = 12, seed: int = 0):
-    """Random but valid inputs (a chain-like rig) for tracing and tests."""
+def dummy_inputs(cfg: ModelConfig, t: int = 8, j: int = 12, seed: int = 0, chain: bool = False):
+    """Random but valid inputs (a random tree rig, or with `chain` one chain J-1 levels deep) for tracing and
+    tests."""
     from mocap_blender.core.preprocess import make_rig_inputs
     from mocap_blender.core.rotations import rotvec_to_matrix
     rng = np.random.default_rng(seed)
-    skel = random_skeleton(j, rng)
+    skel = random_skeleton(j, rng, chain=chain)
     rig = make_rig_inputs(skel, rotvec_to_matrix(rng.normal(0, 0.3, (j, 3))), max_hops=cfg.max_hops)
     frames = rng.normal(0, 1, (t, 3, cfg.img_size, cfg.img_size)).astype(np.float32)
     flag = np.zeros(t, np.float32)
@@ -96,12 +97,12 @@ def dummy_inputs(cfg: ModelConfig, t: int = 8, j: int = 12, seed: int = 0):
             rig["local_mask"], flag)
 
 
-def random_skeleton(j: int, rng, child_offset: float = 0.0):
-    """A random tree rig (parent-first) for tests and tracing. child_offset > 0: children's heads sit around
-    (normal, this std), not exactly at, their parent's tail, as hips carry legs."""
+def random_skeleton(j: int, rng, child_offset: float = 0.0, chain: bool = False):
+    """A random tree rig (parent-first) for tests and tracing; with `chain`, one chain (a snake). child_offset > 0:
+    children's heads sit around (normal, this std), not exactly at, their parent's tail, as hips carry legs."""
     from mocap_blender.core.rotations import rotvec_to_matrix
     from mocap_blender.core.skeleton import Skeleton
-    parents = np.array([-1] + [int(rng.integers(0, i)) for i in range(1, j)])
+    parents = np.arange(-1, j - 1) if chain else np.array([-1] + [int(rng.integers(0, i)) for i in range(1, j)])
     rest = np.tile(np.eye(4), (j, 1, 1))
     tails = np.zeros((j, 3))
     for i in range(j):
@@ -145,10 +146,10 @@ def export(net: MocapNet, out: str | os.PathLike, extra_meta: dict | None = None
     return out
 
 
-def max_difference(net: MocapNet, path, t: int, j: int, seed: int = 1) -> float:
-    """Largest |ONNX - PyTorch| over every output on random inputs of the given T and J."""
+def max_difference(net: MocapNet, path, t: int, j: int, seed: int = 1, chain: bool = False) -> float:
+    """Largest |ONNX - PyTorch| over every output on random inputs of the given T and J (`dummy_inputs`)."""
     import onnxruntime as ort
-    inputs = dummy_inputs(net.cfg, t=t, j=j, seed=seed)
+    inputs = dummy_inputs(net.cfg, t=t, j=j, seed=seed, chain=chain)
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     got = sess.run(OUTPUT_NAMES, dict(zip(INPUT_NAMES, inputs)))
     with torch.no_grad():

@@ -85,8 +85,9 @@ def frame_from(p: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
 def perpendicular(v: torch.Tensor) -> torch.Tensor:
     """Some unit direction across v (..., 3), never zero (for v = 0, some fixed direction)."""
     y = v / torch.sqrt((v * v).sum(-1, keepdim=True) + EPS)
-    cx = torch.cross(y, torch.tensor([1.0, 0.0, 0.0], dtype=y.dtype).expand_as(y), dim=-1)
-    cz = torch.cross(y, torch.tensor([0.0, 0.0, 1.0], dtype=y.dtype).expand_as(y), dim=-1)
+    zero = torch.zeros_like(y[..., :1])  # (no tensor constants: this runs inside stage 2's ONNX Loop)
+    cx = torch.cat([zero, y[..., 2:3], -y[..., 1:2]], -1)  # y x (1, 0, 0)
+    cz = torch.cat([y[..., 1:2], -y[..., :1], zero], -1)  # y x (0, 0, 1)
     c = torch.where((cx * cx).sum(-1, keepdim=True) > 0.25, cx, cz)
     return c / torch.sqrt((c * c).sum(-1, keepdim=True) + EPS)
 

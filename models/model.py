@@ -34,8 +34,8 @@ Read top to bottom:
      the whole window (with `anchor_stage2`, both relative to their value on the frame the reference shows).
      Where stage 2 is told the positions are exact (`exact_ik`), the learned amounts are 1 and the residual is
      dropped: the analytic solution (with `exact_twist`, plus the residual's twist about the bone's aim). Parents are
-     placed before children by `chain_passes` parallel passes (no sequential loop over joints); local rotation
-     = rest_relative^T @ parent^T @ own.
+     placed before children by parallel passes over all bones, as many as the rig is deep (`chain_levels`; an
+     ONNX Loop in the exported file); local rotation = rest_relative^T @ parent^T @ own.
      Stage 2 is told how wrong the positions may be (per joint, fraction of rig height): from stage 1's
      confidence at run time, the known noise level when it is trained or measured on given positions; where
      they are noisy it aims at their average over nearby frames (`smooth_frames`).
@@ -84,7 +84,6 @@ class ModelConfig:
     swing_err: float = 1.0  # the pose is followed where a bone is long against swing_err x its position error...
     swing_floor: float = 0.002  # ... + this (fraction of rig height): exact positions are followed even on tiny bones
     aim_children_below: float = 0.02  # bones shorter than this (fraction of height) aim at their children's heads
-    chain_passes: int = 16  # stage 2 places bones from their parents' placement this many times (chain levels)
     smooth_frames: float = 1.0  # stage 2 aims at positions averaged over nearby frames (Gaussian std, frames)
     # where they are noisy (by pos_err^2 / (pos_err^2 + swing_floor^2)); 0 = off
     # exact positions fix each bone's direction (and, with children off its axis, its turn about it): where stage
@@ -185,6 +184,18 @@ def sq_dist(pts, xy):
     """Squared distances (..., P, N) from points (..., P, 2) to grid centres (N, 2), as |a|^2 - 2 a.b + |b|^2
     (matmuls, no (..., P, N, 2) temporary)."""
     return ((pts * pts).sum(-1, keepdim=True) - 2.0 * pts @ xy.T + (xy * xy).sum(-1)).clamp_min(0.0)
+
+
+def chain_levels(parents, joint_pad=None):
+    """parents (B, J) int64 (the root its own parent) -> () int64: the most ancestors any real joint has (joint_pad
+    (B, J) additive, 0 on real joints), by pointer doubling: enough levels for any chain of up to 2^16 bones."""
+    idx = torch.arange(parents.shape[1], device=parents.device).expand_as(parents)
+    jump, depth = parents, (parents != idx).to(torch.int64)  # one step up; the root stays put
+    for _ in range(16):  # after step s, depth counts the ancestors up to 2^(s+1) levels above
+        depth, jump = depth + torch.gather(depth, 1, jump), torch.gather(jump, 1, jump)
+    if joint_pad is not None:
+        depth = depth * (joint_pad > -1.0).to(torch.int64)
+    return depth.flatten().max().clamp_min(1)
 
 
 def mlp(din: int, dout: int, hidden: int) -> nn.Sequential:
@@ -703,8 +714,9 @@ class MocapNet(nn.Module):
             has_ref = ref_flag.sum(1)[:, None, None, None, None]  # (B, 1, 1, 1, 1)
             at_ref = (ref_flag[:, :, None, None, None] * delta).sum(1, keepdim=True) + (1.0 - has_ref) * torch.eye(3)
             delta = mm3(delta, at_ref.transpose(-1, -2))  # (B, T, J, 3, 3)
-        eye = torch.eye(3, dtype=delta.dtype).expand(b, t, 1, 3, 3)
-        idx = parents[:, None, :, None, None].expand(b, t, j, 3, 3)
+        # (copies, not views: the ONNX Loop below takes them as inputs)
+        eye = torch.eye(3, dtype=delta.dtype).expand(b, t, 1, 3, 3).contiguous()
+        idx = parents[:, None, :, None, None].expand(b, t, j, 3, 3).contiguous()
 
         def place(parent_glob):
             """Each bone's rotation in the (posed) root frame given its parent's: the reference's local rotation
@@ -721,10 +733,16 @@ class MocapNet(nn.Module):
             return torch.cat([eye, g[:, :, 1:]], 2)  # the root frame itself
 
         # parents first as in the reference pose, then as placed: each pass makes one more level of every chain
-        # exact (a bone's twist follows its parent's, as a twist relative to the parent does; no sequential loop)
+        # exact (a bone's twist follows its parent's, as a twist relative to the parent does; no loop over joints),
+        # as many passes as the rig is deep
         glob = place(torch.gather(ref_glob.expand(b, t, j, 3, 3), 2, idx))
-        for _ in range(self.cfg.chain_passes - 1):
-            glob = place(torch.gather(glob, 2, idx))
+        more = chain_levels(parents, joint_pad) - 1  # () int64
+        if torch.compiler.is_exporting():  # an ONNX Loop: the file places rigs of any depth exactly
+            glob = torch.while_loop(lambda i, g: i < more, lambda i, g: (i + 1, place(torch.gather(g, 2, idx))),
+                                    (torch.zeros((), dtype=torch.int64), glob))[1]
+        else:
+            for _ in range(int(more)):
+                glob = place(torch.gather(glob, 2, idx))
         parent_glob = torch.gather(glob, 2, idx)  # (B, T, J, 3, 3)
         rot = mm3(mm3(rest_rel.transpose(-1, -2), parent_glob.transpose(-1, -2)), glob)  # local (matrix_basis)
         out.update(rot=rot, rot6d=matrix_to_sixd(rot), head_can=head_can, tail_can=tail_can)

@@ -95,3 +95,21 @@ def test_depth_from_lengths_rebuilds_depth_up_to_the_references_signs():
     np.testing.assert_allclose(h3, heads, atol=1e-9)
     np.testing.assert_allclose(np.delete(t3, 4, 1), np.delete(tails, 4, 1), atol=1e-9)
     np.testing.assert_allclose(t3[:, 4], flipped[:, 4], atol=1e-9)
+
+
+def test_tracking_probe_follows_a_moving_texture():
+    """models/probe_tracking.py carries points with the flow: a textured square sliding sideways."""
+    from models.probe_tracking import track
+    rng = np.random.default_rng(0)
+    tex = (rng.random((40, 40)) * 255).astype(np.uint8)
+    tex = np.kron(tex, np.ones((2, 2), np.uint8))  # 80 x 80, blobs of 2 px
+    shift = np.array([0, 1, 3, 4, 6, 7])  # whole pixels, 1.5 per frame on average
+    frames = np.zeros((len(shift), 160, 160, 3), np.uint8)
+    for t, s in enumerate(shift):
+        frames[t, 40:120, 30 + s:110 + s] = tex[..., None]
+    pts0 = np.array([[60.0, 70.0], [90.0, 90.0], [50.0, 100.0]])
+    for chained in (True, False):
+        p = track(frames, pts0, chained)
+        assert p.shape == (6, 3, 2)
+        assert np.abs(p[..., 0] - (pts0[None, :, 0] + shift[:, None])).max() < 0.5
+        assert np.abs(p[..., 1] - pts0[None, :, 1]).max() < 0.5

@@ -25,10 +25,12 @@ def tiny_onnx(tmp_path_factory):
     return net, path
 
 
-@pytest.mark.parametrize("t,j", [(3, 5), (8, 17), (13, 40)])
-def test_onnx_matches_pytorch(tiny_onnx, t, j):
+@pytest.mark.parametrize("t,j,chain", [(3, 5, False), (8, 17, False), (13, 40, False), (5, 40, True)])
+def test_onnx_matches_pytorch(tiny_onnx, t, j, chain):
+    """Random trees, and a chain 39 levels deep: the file places every level as PyTorch does (an ONNX Loop as long
+    as the rig is deep)."""
     net, path = tiny_onnx
-    assert max_difference(net, path, t=t, j=j) <= 1e-4
+    assert max_difference(net, path, t=t, j=j, chain=chain) <= 1e-4
 
 
 def test_checkpoint_config_round_trip():

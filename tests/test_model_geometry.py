@@ -142,6 +142,34 @@ def test_stage2_on_exact_positions_is_the_analytic_solution(exact_twist):
         assert err.max() < 1e-3, err.max()
 
 
+@pytest.mark.parametrize("pos_err", [0.0, 0.02])
+def test_stage2_places_every_level_of_a_deep_chain(monkeypatch, pos_err):
+    """A snake 39 bones deep: stage 2 places parents before children through as many passes as the rig is deep
+    (`chain_levels`), so more passes change nothing, and a fixed 16 (the passes before 2 Dec) leave the deep
+    bones off (their twist is carried from their parents')."""
+    import models.model as model
+    rng = np.random.default_rng(5)
+    skel = random_skeleton(40, rng, chain=True)
+    truth = R.rotvec_to_matrix(rng.normal(0, 0.4, (3, 40, 3)))
+    ref = R.rotvec_to_matrix(rng.normal(0, 0.4, (40, 3)))
+    head_can, tail_can = canonical_positions(skel, forward_kinematics(skel, truth))
+    torch.manual_seed(5)
+    net = model.MocapNet(model.ModelConfig(encoder="small8", img_size=64, dim=32, stage1_layers=1, stage2_layers=1),
+                         pretrained=False).double().eval()
+    with torch.no_grad():
+        net.rot_head.weight.normal_(0, 0.5), net.rot_head.bias.normal_(0, 0.5)
+    levels = model.chain_levels(torch.from_numpy(np.maximum(skel.parents, 0))[None])
+    assert int(levels) == 39
+    rot = _stage2_rotations(net, skel, ref, head_can, tail_can, pos_err)
+    passes = {}
+    for n in (16, 60):
+        monkeypatch.setattr(model, "chain_levels", lambda *a, n=n: torch.tensor(n))
+        passes[n] = _stage2_rotations(net, skel, ref, head_can, tail_can, pos_err)
+    np.testing.assert_allclose(rot, passes[60], atol=1e-9)
+    off = np.degrees(np.linalg.norm(R.matrix_to_rotvec(np.swapaxes(passes[16], -1, -2) @ rot), axis=-1))  # (T, J)
+    assert off[:, :17].max() < 1e-5 and off[:, 17:].max() > 1e-3, (off[:, :17].max(), off[:, 17:].max())
+
+
 def test_stage2_on_exact_positions_of_tiny_bones():
     """Bones of 0.03% of the rig's height (imported rigs have them) get clean rotations on exact positions: each a
     rotation, and the truth wherever the positions show it."""

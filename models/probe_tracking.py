@@ -1,0 +1,75 @@
+"""How much articulation a classical tracker reads from the clips: the true joint positions of the window's first
+frame carried through the window by dense optical flow (OpenCV DIS), against the reference layout (the first
+frame's pose carried by the true root orientation, weak perspective; what a stage 1 that reads nothing but the root
+gets under the matched protocol).
+
+    python -m models.probe_tracking --data data/eval [--max-clips 40] [--window 32]
+
+Image distances as in models/evaluate.py (pixels of a 160 px frame, in-frame joints): raw, and after the 2D
+similarity that best maps each frame's predicted joints onto the true ones ("sim": articulation only). Flow is
+taken frame to frame ("chained", points carried along) or from the first frame straight to each frame ("direct").
+A probe of the signal a tracker-fed stage 1 could start from, not part of the product.
+"""
+from __future__ import annotations
+
+import argparse
+from collections import defaultdict
+
+import cv2
+import numpy as np
+
+from mocap_blender.core import metrics
+from .evaluate import _px2d, _px2d_aligned, load_eval
+
+
+def track(frames, pts0, chained: bool) -> np.ndarray:
+    """frames (T, S, S, 3) uint8, pts0 (J, 2) pixels on frame 0 -> (T, J, 2) the points carried by DIS flow."""
+    dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+    gray = [cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in frames]
+    p0 = np.asarray(pts0, np.float32)
+    out, p = [p0], p0
+    for t in range(1, len(frames)):
+        flow = dis.calc(gray[t - 1] if chained else gray[0], gray[t], None)  # (S, S, 2)
+        q = p if chained else p0
+        mx, my = (q[:, 0].reshape(1, -1), q[:, 1].reshape(1, -1))
+        d = np.stack([cv2.remap(flow[..., c], mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)[0]
+                      for c in (0, 1)], -1)
+        p = q + d
+        out.append(p)
+    return np.stack(out)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", nargs="+", required=True)
+    ap.add_argument("--max-clips", type=int, default=None)
+    ap.add_argument("--window", type=int, default=32)
+    a = ap.parse_args(argv)
+    clips, sources = load_eval(a.data, a.max_clips)
+    acc = defaultdict(list)  # (group, method, col) -> [(mean, n)]
+    for i, c in enumerate(clips):
+        group = "real" if sources[i] != "procedural" else "procedural"
+        w = min(a.window, c.n_frames)
+        frames = np.load(c.path)["frames"][:w]
+        size = frames.shape[1]
+        true_px = c.uv[:w] * size
+        turn = c.root_rot[:w] @ np.swapaxes(c.root_rot[:1], -1, -2)  # (T, 3, 3) the root's turn since frame 0
+        off = np.einsum("tab,jb->tja", turn, c.head_cam[0])  # frame 0's pose carried by it, camera frame
+        layout = (c.uv[:w, :1] + np.stack([off[..., 0], -off[..., 1]], -1)
+                  * np.exp(-c.log_depth[:w])[:, None, None]) * size
+        preds = {"reference layout": layout, "flow, chained": track(frames, true_px[0], True),
+                 "flow, direct": track(frames, true_px[0], False)}
+        for method, px in preds.items():
+            acc[(group, method, "px")].append(_px2d(px, true_px, size))
+            acc[(group, method, "sim")].append(_px2d_aligned(px, true_px, size))
+        print(f"  [{i + 1}/{len(clips)}] {c.name} {group}", flush=True)
+    print(f"\n{'group':<11}{'method':<20}{'2D px':>8}{'2D sim px':>11}")
+    for group in ("procedural", "real"):
+        for method in ("reference layout", "flow, chained", "flow, direct"):
+            if acc[(group, method, "px")]:
+                px, sim = (metrics.pool(acc[(group, method, col)]) for col in ("px", "sim"))
+                print(f"{group:<11}{method:<20}{px:>8.2f}{sim:>11.2f}")
+
+
+if __name__ == "__main__":
+    main()
