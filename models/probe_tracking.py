@@ -8,6 +8,9 @@ gets under the matched protocol).
 Image distances as in models/evaluate.py (pixels of a 160 px frame, in-frame joints): raw, and after the 2D
 similarity that best maps each frame's predicted joints onto the true ones ("sim": articulation only). Flow is
 taken frame to frame ("chained", points carried along) or from the first frame straight to each frame ("direct").
+"Encoder features" matches instead the frozen image encoder's own features (stride 8 and 16, upsampled to pixels,
+cosine): each joint's feature on the first frame, found again on each frame within `--radius` pixels of the layout
+(what stage 1 could read by attention from the matched reference frame).
 A probe of the signal a tracker-fed stage 1 could start from, not part of the product.
 """
 from __future__ import annotations
@@ -39,12 +42,50 @@ def track(frames, pts0, chained: bool) -> np.ndarray:
     return np.stack(out)
 
 
+def feature_maps(frames, encoder, mean, std):
+    """frames (T, S, S, 3) uint8 -> (T, C, S, S) the encoder's stride-8 and stride-16 maps at every pixel, each
+    unit-normalised over its channels."""
+    import torch
+    import torch.nn.functional as F
+
+    from mocap_blender.core.preprocess import preprocess_frames
+    s = frames.shape[1]
+    with torch.no_grad():
+        f8, f16, _ = encoder(torch.from_numpy(preprocess_frames(frames, s, mean, std)))
+    up = lambda f: F.normalize(F.interpolate(f, size=(s, s), mode="bilinear", align_corners=False), dim=1)
+    return torch.cat([up(f8), up(f16)], 1)
+
+
+def match(fmaps, pts0, prior, radius: float) -> np.ndarray:
+    """fmaps (T, C, S, S), pts0 (J, 2) pixels on frame 0, prior (T, J, 2) -> (T, J, 2): on each frame, the pixel
+    within `radius` of the prior whose feature is most like the joint's on frame 0."""
+    import torch
+    import torch.nn.functional as F
+    t, _, s, _ = fmaps.shape
+    grid = torch.from_numpy((np.asarray(pts0, np.float32) + 0.5) / s * 2 - 1)[None, None]  # (1, 1, J, 2)
+    ref = F.normalize(F.grid_sample(fmaps[:1], grid, align_corners=False)[0, :, 0].T, dim=-1)  # (J, C)
+    yy, xx = np.mgrid[0:s, 0:s]
+    out = [np.asarray(pts0, np.float64)]
+    for k in range(1, t):
+        sim = torch.einsum("jc,chw->jhw", ref, fmaps[k]).numpy()  # (J, S, S)
+        near = (xx - prior[k, :, 0, None, None]) ** 2 + (yy - prior[k, :, 1, None, None]) ** 2 <= radius ** 2
+        best = np.where(near, sim, -np.inf).reshape(len(ref), -1).argmax(1)
+        out.append(np.stack([best % s, best // s], -1).astype(np.float64))
+    return np.stack(out)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", nargs="+", required=True)
     ap.add_argument("--max-clips", type=int, default=None)
     ap.add_argument("--window", type=int, default=32)
+    ap.add_argument("--radius", type=float, default=6.0, help="encoder features: search radius (pixels)")
     a = ap.parse_args(argv)
+    import torch
+
+    from .encoder import IMAGENET_MEAN, IMAGENET_STD, build_encoder
+    torch.set_num_threads(2)
+    encoder = build_encoder("lite0", pretrained=True)[0].eval()
     clips, sources = load_eval(a.data, a.max_clips)
     acc = defaultdict(list)  # (group, method, col) -> [(mean, n)]
     for i, c in enumerate(clips):
@@ -58,14 +99,16 @@ def main(argv=None):
         layout = (c.uv[:w, :1] + np.stack([off[..., 0], -off[..., 1]], -1)
                   * np.exp(-c.log_depth[:w])[:, None, None]) * size
         preds = {"reference layout": layout, "flow, chained": track(frames, true_px[0], True),
-                 "flow, direct": track(frames, true_px[0], False)}
+                 "flow, direct": track(frames, true_px[0], False),
+                 "encoder features": match(feature_maps(frames, encoder, IMAGENET_MEAN, IMAGENET_STD), true_px[0],
+                                           layout, a.radius)}
         for method, px in preds.items():
             acc[(group, method, "px")].append(_px2d(px, true_px, size))
             acc[(group, method, "sim")].append(_px2d_aligned(px, true_px, size))
         print(f"  [{i + 1}/{len(clips)}] {c.name} {group}", flush=True)
     print(f"\n{'group':<11}{'method':<20}{'2D px':>8}{'2D sim px':>11}")
     for group in ("procedural", "real"):
-        for method in ("reference layout", "flow, chained", "flow, direct"):
+        for method in ("reference layout", "flow, chained", "flow, direct", "encoder features"):
             if acc[(group, method, "px")]:
                 px, sim = (metrics.pool(acc[(group, method, col)]) for col in ("px", "sim"))
                 print(f"{group:<11}{method:<20}{px:>8.2f}{sim:>11.2f}")

@@ -1,5 +1,6 @@
 """The metrics measure what they claim: a known 5-degree perturbation scores 5 degrees."""
 import numpy as np
+import pytest
 
 from mocap_blender.core import metrics
 from mocap_blender.core import rotations as R
@@ -113,3 +114,16 @@ def test_tracking_probe_follows_a_moving_texture():
         assert p.shape == (6, 3, 2)
         assert np.abs(p[..., 0] - (pts0[None, :, 0] + shift[:, None])).max() < 0.5
         assert np.abs(p[..., 1] - pts0[None, :, 1]).max() < 0.5
+
+
+def test_tracking_probe_matches_features_near_the_prior():
+    """models/probe_tracking.py's encoder-feature matching finds each joint's first-frame feature again on later
+    frames: random unit features sliding 2 px per frame, searched within 3 px of a prior 1 px off."""
+    torch = pytest.importorskip("torch")
+    from models.probe_tracking import match
+    fm0 = torch.nn.functional.normalize(torch.randn(8, 32, 32, generator=torch.Generator().manual_seed(0)), dim=0)
+    fmaps = torch.stack([torch.roll(fm0, 2 * t, dims=2) for t in range(4)])  # (T, C, S, S), moving right
+    pts0 = np.array([[5.0, 7.0], [12.0, 20.0], [20.0, 9.0]])
+    truth = pts0[None] + np.array([2.0, 0.0]) * np.arange(4)[:, None, None]  # (T, J, 2)
+    got = match(fmaps, pts0, truth + np.array([1.0, -1.0]), radius=3.0)
+    np.testing.assert_allclose(got, truth)
