@@ -80,12 +80,17 @@ def main(argv=None):
     ap.add_argument("--max-clips", type=int, default=None)
     ap.add_argument("--window", type=int, default=32)
     ap.add_argument("--radius", type=float, default=6.0, help="encoder features: search radius (pixels)")
+    ap.add_argument("--encoder-weights", help="also match with an encoder tuned by models/probe_encoder_tune.py")
     a = ap.parse_args(argv)
     import torch
 
     from .encoder import IMAGENET_MEAN, IMAGENET_STD, build_encoder
     torch.set_num_threads(2)
     encoder = build_encoder("lite0", pretrained=True)[0].eval()
+    tuned = None
+    if a.encoder_weights:
+        tuned = build_encoder("lite0", pretrained=False)[0].eval()
+        tuned.load_state_dict(torch.load(a.encoder_weights, map_location="cpu")["encoder"])
     clips, sources = load_eval(a.data, a.max_clips)
     acc = defaultdict(list)  # (group, method, col) -> [(mean, n)]
     for i, c in enumerate(clips):
@@ -102,16 +107,20 @@ def main(argv=None):
                  "flow, direct": track(frames, true_px[0], False),
                  "encoder features": match(feature_maps(frames, encoder, IMAGENET_MEAN, IMAGENET_STD), true_px[0],
                                            layout, a.radius)}
+        if tuned is not None:
+            preds["tuned encoder features"] = match(feature_maps(frames, tuned, IMAGENET_MEAN, IMAGENET_STD),
+                                                    true_px[0], layout, a.radius)
         for method, px in preds.items():
             acc[(group, method, "px")].append(_px2d(px, true_px, size))
             acc[(group, method, "sim")].append(_px2d_aligned(px, true_px, size))
         print(f"  [{i + 1}/{len(clips)}] {c.name} {group}", flush=True)
-    print(f"\n{'group':<11}{'method':<20}{'2D px':>8}{'2D sim px':>11}")
+    print(f"\n{'group':<11}{'method':<24}{'2D px':>8}{'2D sim px':>11}")
     for group in ("procedural", "real"):
-        for method in ("reference layout", "flow, chained", "flow, direct", "encoder features"):
+        for method in ("reference layout", "flow, chained", "flow, direct", "encoder features",
+                       "tuned encoder features"):
             if acc[(group, method, "px")]:
                 px, sim = (metrics.pool(acc[(group, method, col)]) for col in ("px", "sim"))
-                print(f"{group:<11}{method:<20}{px:>8.2f}{sim:>11.2f}")
+                print(f"{group:<11}{method:<24}{px:>8.2f}{sim:>11.2f}")
 
 
 if __name__ == "__main__":
