@@ -352,7 +352,7 @@ def speed(onnx_path, checkpoint=None, j=50, t=32, repeats=5):
             ts.append(time.perf_counter() - t0)
         return f"median {np.median(ts) * 1000:.0f} ms -> {t / np.median(ts):.1f} frames/s (best {t / min(ts):.1f})"
     inp = dict(zip(INPUT_NAMES, dummy_inputs(cfg, t=t, j=j)))
-    levels = int(np.max(np.sum(ancestor_mask(np.r_[-1, inp["parents"][1:]]), 1))) - 1
+    levels = int(ancestor_mask(np.r_[-1, inp["parents"][1:]]).sum(1).max()) - 1  # (the root is its own parent there)
     print(f"\nspeed: {t} frames x {j} joints ({levels} levels deep), onnxruntime {ort.__version__}, 2 threads: one "
           f"network pass {one_pass(inp)}")
     # stage 2 places parents first, one pass per level: a rig that is one long chain costs the most

@@ -76,14 +76,16 @@ def main(argv=None):
         encoder.load_state_dict(ck["encoder"])
         done = int(ck["steps"])
     opt = torch.optim.AdamW(encoder.parameters(), lr=a.lr, weight_decay=0.01)
+    uv = {}  # path -> (T, J, 2) true joint positions in [0, 1], computed once per clip
     t0, step, losses = time.time(), 0, []
     while time.time() - t0 < a.minutes * 60:
         path = paths[int(rng.integers(len(paths)))]
-        clip = Clip(path)
+        if path not in uv:
+            uv[path] = Clip(path).uv
         frames = np.load(path)["frames"]
-        ta, tb = rng.choice(clip.n_frames, 2, replace=False)
+        ta, tb = rng.choice(len(frames), 2, replace=False)
         s = frames.shape[1]
-        px = clip.uv * s  # (T, J, 2)
+        px = uv[path] * s  # (T, J, 2)
         inside = ((px[[ta, tb]] >= 0) & (px[[ta, tb]] < s)).all(-1).all(0)  # joints inside both frames
         if inside.sum() < 3:
             continue
