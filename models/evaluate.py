@@ -79,6 +79,14 @@ def _px2d_aligned(pred_px, true_px, size) -> tuple[float, int]:
     return (float(d.mean()) if d.size else float("nan"), int(d.size))
 
 
+def at_true_root(clip: Clip, heads_cam, size: int) -> np.ndarray:
+    """Camera-frame heads (T, J, 3) / height placed in the image as a weak-perspective layout: scaled by the true
+    root depth and put on the true root -> (T, J, 2) pixels of a `size` frame (the first T frames of `clip`)."""
+    t = len(heads_cam)
+    flat = np.stack([heads_cam[..., 0], -heads_cam[..., 1]], -1) * np.exp(-clip.log_depth[:t])[:, None, None]
+    return (clip.uv[:t, :1] + flat) * size
+
+
 def depth_from_lengths(head_cam, tail_cam, parents, ref_head_cam, ref_tail_cam):
     """Camera-frame heads and tails (T, J, 3) with their true x, y kept and their depth rebuilt from the rig's fixed
     lengths alone (parent head -> head, head -> tail: |dz| = sqrt(length^2 - |dxy|^2)), each offset's sign taken
@@ -192,9 +200,7 @@ def evaluate(onnx_path, data_dirs, checkpoint=None, max_clips=None, window=None,
                                                               skel, true_heads, pos)
             ref_head = rig["joint_feats"][:, preprocess.feature_slices()["ref_head"]].astype(np.float64)
             ref_cam_heads = np.einsum("tab,jb->tja", true_root, ref_head)  # (T, J, 3) / height, camera frame
-            layout = np.stack([ref_cam_heads[..., 0], -ref_cam_heads[..., 1]], -1) * np.exp(-c.log_depth[:w])[:, None,
-                                                                                                            None]
-            at_root = (c.uv[:w, :1] + layout) * size
+            at_root = at_true_root(c, ref_cam_heads, size)
             rows["reference at the true root (2D)"] = {"px2d": _px2d(at_root, true_px, size),
                                                        "px2d_sim": _px2d_aligned(at_root, true_px, size)}
             # ceilings of the image plane: IK on the true camera-frame x, y with the reference's depth, and with depth

@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 
 from mocap_blender.core import metrics
-from .evaluate import _px2d, _px2d_aligned, load_eval
+from .evaluate import _px2d, _px2d_aligned, at_true_root, load_eval
 
 
 def track(frames, pts0, chained: bool) -> np.ndarray:
@@ -100,9 +100,7 @@ def main(argv=None):
         size = frames.shape[1]
         true_px = c.uv[:w] * size
         turn = c.root_rot[:w] @ np.swapaxes(c.root_rot[:1], -1, -2)  # (T, 3, 3) the root's turn since frame 0
-        off = np.einsum("tab,jb->tja", turn, c.head_cam[0])  # frame 0's pose carried by it, camera frame
-        layout = (c.uv[:w, :1] + np.stack([off[..., 0], -off[..., 1]], -1)
-                  * np.exp(-c.log_depth[:w])[:, None, None]) * size
+        layout = at_true_root(c, np.einsum("tab,jb->tja", turn, c.head_cam[0]), size)  # frame 0's pose, turned
         preds = {"reference layout": layout, "flow, chained": track(frames, true_px[0], True),
                  "flow, direct": track(frames, true_px[0], False),
                  "encoder features": match(feature_maps(frames, encoder, IMAGENET_MEAN, IMAGENET_STD), true_px[0],
