@@ -64,6 +64,9 @@ class TrainConfig:
     seed: int = 0
     threads: int = 2
     init_from: str = ""  # start a new run from another run's checkpoint (weights that fit, its step)
+    # a fresh run starts its (frozen) encoder from these weights (models/probe_encoder_tune.py's OUT) instead of
+    # ImageNet's; the feature cache must have been made with the same file (checked)
+    encoder_weights: str = ""
     stop_at: int = 0  # stop (and save) at this step, keeping the schedule of the whole run (comparisons)
 
     @property
@@ -430,7 +433,24 @@ def run_batch(net: MocapNet, b: dict, stage: str, p_gt: float = 0.0, rng=None,
 # Feature cache (frozen encoder through onnxruntime: ~1.7x faster than PyTorch on this CPU)
 # ----------------------------------------------------------------------------------------------------------
 
-def export_encoder(cfg: ModelConfig, path: Path) -> Path:
+def load_encoder_weights(encoder: torch.nn.Module, path: str) -> None:
+    """Tuned encoder weights saved by models/probe_encoder_tune.py ({"encoder": state_dict, ...})."""
+    encoder.load_state_dict(torch.load(path, map_location="cpu", weights_only=False)["encoder"])
+
+
+def check_cache_encoder(cache: Path, encoder_weights: str) -> str:
+    """The tag of `encoder_weights` ("" = ImageNet's); exits if `cache` holds features of another encoder (its
+    encoder_weights.txt names the file it was made with)."""
+    want = str(Path(encoder_weights).resolve()) if encoder_weights else ""
+    p = cache / "encoder_weights.txt"
+    have = p.read_text().strip() if p.exists() else ""
+    if have != want and any(cache.glob("clip_*.npz")):
+        sys.exit(f"{cache} holds features of the encoder {have or '(ImageNet)'}, not {want or '(ImageNet)'}: pass "
+                 "the same --encoder-weights to `cache` and `fit`, or use another --cache")
+    return want
+
+
+def export_encoder(cfg: ModelConfig, path: Path, encoder_weights: str = "") -> Path:
     from .encoder import EfficientNetLite0
     from .export import _onnxscript_compat
     _onnxscript_compat()
@@ -438,6 +458,8 @@ def export_encoder(cfg: ModelConfig, path: Path) -> Path:
         return path
     enc = EfficientNetLite0()
     enc.load_pretrained()
+    if encoder_weights:
+        load_encoder_weights(enc, encoder_weights)
     enc.eval()
     n = torch.export.Dim("N", min=1, max=4096)
     with torch.no_grad():
@@ -451,11 +473,12 @@ def export_encoder(cfg: ModelConfig, path: Path) -> Path:
 
 
 def cache_features(data_dirs, cache: Path, cfg: ModelConfig, loop: bool = False, threads: int = 2,
-                   idle_minutes: float = 20.0) -> None:
+                   idle_minutes: float = 20.0, encoder_weights: str = "") -> None:
     import onnxruntime as ort
     from tqdm import tqdm
     cache.mkdir(parents=True, exist_ok=True)
-    enc_path = export_encoder(cfg, cache / f"encoder_{cfg.img_size}.onnx")
+    (cache / "encoder_weights.txt").write_text(check_cache_encoder(cache, encoder_weights))
+    enc_path = export_encoder(cfg, cache / f"encoder_{cfg.img_size}.onnx", encoder_weights)
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
     sess = ort.InferenceSession(str(enc_path), so, providers=["CPUExecutionProvider"])
@@ -540,6 +563,8 @@ def fit(tc: TrainConfig, mc: ModelConfig, resume: bool = True, quiet: bool = Fal
         log(f"resumed from {ck_path} at step {step}")
     else:
         net = MocapNet(mc, pretrained=(mc.encoder == "lite0"))
+        if tc.encoder_weights:
+            load_encoder_weights(net.encoder, tc.encoder_weights)
         if tc.init_from:  # a fork (ablation, encoder comparison): the weights that fit, and the step
             ck = torch.load(tc.init_from, map_location="cpu", weights_only=False)
             own = net.state_dict()
@@ -577,6 +602,8 @@ def fit(tc: TrainConfig, mc: ModelConfig, resume: bool = True, quiet: bool = Fal
                     pass
 
     trains_encoder = not (mc.encoder == "lite0" and mc.freeze_encoder)
+    if not trains_encoder:
+        check_cache_encoder(cache, tc.encoder_weights)
     refresh()
     log(f"{len(clips)} clips, {len(feats)} with cached image features"
         + ("; the encoder trains, so frames are read from the shards" if trains_encoder else ""))
@@ -658,6 +685,7 @@ def main(argv=None):
     c.add_argument("--loop", action="store_true", help="keep watching for new shards")
     c.add_argument("--threads", type=int, default=2)
     c.add_argument("--model", default="{}", help='JSON overrides of ModelConfig (e.g. {"subject_crop": true})')
+    c.add_argument("--encoder-weights", default="", help="tuned encoder (models/probe_encoder_tune.py OUT)")
     f = sub.add_parser("fit", help="train (resumes from RUN/last.pt)")
     for k, v in asdict(TrainConfig()).items():
         if isinstance(v, list):
@@ -670,7 +698,7 @@ def main(argv=None):
     torch.set_num_threads(getattr(a, "threads", 2))
     if a.cmd == "cache":
         mc = ModelConfig.from_dict({**ModelConfig().to_dict(), **json.loads(a.model)})
-        cache_features(a.data, Path(a.cache), mc, loop=a.loop, threads=a.threads)
+        cache_features(a.data, Path(a.cache), mc, loop=a.loop, threads=a.threads, encoder_weights=a.encoder_weights)
         return
     tc = TrainConfig(**{k: getattr(a, k) for k in asdict(TrainConfig())})
     mc = ModelConfig.from_dict({**ModelConfig().to_dict(), **json.loads(a.model)})

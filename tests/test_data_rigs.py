@@ -45,6 +45,25 @@ def test_rigs_are_deterministic_and_varied():
     assert topology_hash(a.parents) == a.topology
 
 
+def test_body_parts_differ_in_colour_in_most_creatures():
+    """Neighbouring segments of most creatures differ in colour (a colour edge at each joint) and the faces carry
+    a texture; about a fifth stay one-coloured. Same seed, same colours."""
+    a, b = make_rig(5), make_rig(5)
+    assert np.array_equal(a.color, b.color) and a.info["texture"] == b.info["texture"]
+    step, plain = [], 0
+    for seed in range(60):
+        rig = make_rig(seed)
+        assert np.all((rig.color >= 0) & (rig.color <= 1))
+        child = np.flatnonzero(rig.parents >= 0)
+        step.append(np.abs(rig.color[child] - rig.color[rig.parents[child]]).sum(-1).mean())
+        plain += rig.info["texture"] == 0
+    step = np.array(step)
+    assert 5 <= plain <= 20  # one-coloured creatures exist (20% drawn)
+    # the old scheme (one colour, brightness x 0.85-1.15 per segment) gave a median of 0.13 and at most 0.25
+    assert np.median(step) > 0.2
+    assert step.max() > 0.5
+
+
 def test_motions_are_deterministic_limited_and_twist_follows_swing():
     for seed, family in enumerate(FAMILIES):
         rig = make_rig(seed, family)

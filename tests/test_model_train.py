@@ -10,7 +10,8 @@ from mocap_blender.core.rotations import rotvec_to_matrix
 from mocap_blender.core.skeleton import forward_kinematics
 from models.export import random_skeleton
 from models.model import ModelConfig
-from models.train import Clip, TrainConfig, collate, fit, make_sample
+from models.encoder import build_encoder
+from models.train import Clip, TrainConfig, check_cache_encoder, collate, fit, make_sample
 
 TINY = dict(img_size=64, encoder="small8", dim=32, heads=4, local_heads=2, stage1_layers=1, stage2_layers=1,
             window=8, max_joints=40, refine_rounds=1, snap_rounds=1, stage1_local=True)
@@ -98,6 +99,27 @@ def test_fork_with_a_training_encoder_reads_frames(shards):
     assert ck["step"] == 4 and ModelConfig.from_dict(ck["config"]).encoder == "small4"
     assert not torch.equal(ck["model"]["joint_in.0.weight"], a["model"]["joint_in.0.weight"])  # trained on
     assert "initialised from" in (Path(fork.run) / "train.log").read_text()
+
+
+def test_a_run_starts_from_tuned_encoder_weights_and_refuses_another_encoders_cache(shards):
+    data, cache, run = shards
+    enc = build_encoder("small8", pretrained=False)[0]
+    for p in enc.parameters():
+        p.data.normal_()
+    weights = run.parent / "tuned.pt"
+    torch.save({"encoder": enc.state_dict(), "steps": 1}, weights)
+    tc = TrainConfig(data=[str(data)], cache=str(cache), run=str(run), batch=2, window=8, steps_a=2, steps_b=0,
+                     steps_c=0, save_every=2, log_every=1, threads=1, encoder_weights=str(weights))
+    fit(tc, ModelConfig(**TINY), resume=False, quiet=True)  # stage A: no images, so the encoder is untouched
+    got = torch.load(run / "last.pt", weights_only=False)["model"]
+    for k, v in enc.state_dict().items():
+        assert torch.equal(got[f"encoder.{k}"], v)
+    # the fixture's cache was made by no tuned encoder: features of the tuned one are looked for elsewhere
+    with pytest.raises(SystemExit, match="same --encoder-weights"):
+        check_cache_encoder(cache, str(weights))
+    assert check_cache_encoder(cache, "") == ""
+    (cache / "encoder_weights.txt").write_text(str(weights.resolve()))
+    assert check_cache_encoder(cache, str(weights)) == str(weights.resolve())
 
 
 def test_other_reference_turns_the_root_about_the_worlds_up():

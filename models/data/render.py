@@ -27,7 +27,7 @@ from .rigs import (SH_ANGLE, SH_ASPECT, SH_FEATURE, SH_KIND, SH_RADIUS, SH_TAPER
                    SHAPE_FLAT, SHAPE_HORN, Rig, roll_frames, topology_hash)
 
 SENSOR_MM = 36.0
-DATA_VERSION = "4"  # bump when what a seed produces changes (3: some bodies are bulky; 4: real clips seed-only)
+DATA_VERSION = "5"  # bump when what a seed produces changes (3: bulky bodies; 4: real clips seed-only; 5: part colours)
 _STATE: dict = {}
 # Seconds spent per stage of the per-frame loop in this process (summed over clips): see `stage` and bench.py.
 STAGE_SECONDS: defaultdict[str, float] = defaultdict(float)
@@ -210,6 +210,7 @@ def build_body(rig: Rig, arm_ob, rng: np.random.Generator, n_side: int = 12, n_r
     verts, faces, fcols, groups = [], [], [], []
     nv = 0
     sh = rig.shape
+    texture = float(rig.info.get("texture", 0.0))  # per-face brightness jitter (rigs.py::_segment_colours)
     for j in range(J):
         if not rig.deform[j]:
             continue
@@ -234,6 +235,7 @@ def build_body(rig: Rig, arm_ob, rng: np.random.Generator, n_side: int = 12, n_r
         col_base = rig.color[j]
         col_mark = rig.palette[int(pat[3])]
         belly = np.clip(col_base * 1.35 + 0.1, 0, 1)
+        grain = 1 + texture * np.random.default_rng(int(pat[2])).standard_normal((n_ring - 1, n_side))
         for i in range(n_ring - 1):
             for k in range(n_side):
                 a, b = nv + i * n_side + k, nv + i * n_side + (k + 1) % n_side
@@ -247,7 +249,7 @@ def build_body(rig: Rig, arm_ob, rng: np.random.Generator, n_side: int = 12, n_r
                     c = col_mark
                 if (pat[2] >> (i * n_side + k) % 29) & 1 and (pat[2] % 5 == 0):
                     c = rig.palette[3]
-                fcols.append(c)
+                fcols.append(np.clip(c * grain[i, k], 0, 1))
         faces.append(tuple(nv + k for k in reversed(range(n_side))))
         fcols.append(rig.palette[2])
         faces.append(tuple(nv + (n_ring - 1) * n_side + k for k in range(n_side)))
