@@ -4,7 +4,8 @@ clip better than the other joints' and the pixels a few pixels away (InfoNCE), o
 `python -m models.probe_tracking --encoder-weights OUT` measures how well the tuned features follow joints on the
 evaluation clips (unseen rigs), beside the frozen ones.
 
-    python -m models.probe_encoder_tune --data data/train --out runs/encoder_tuned.pt [--minutes 15] [--init EARLIER]
+    python -m models.probe_encoder_tune --data data/train --out runs/encoder_tuned.pt [--minutes 15] [--steps N]
+        [--init EARLIER]
 
 A probe of whether the encoder is what stage 1 lacks, not part of the product.
 """
@@ -59,12 +60,14 @@ def main(argv=None):
     ap.add_argument("--data", nargs="+", default=["data/train"])
     ap.add_argument("--out", default="runs/encoder_tuned.pt")
     ap.add_argument("--minutes", type=float, default=15.0)
+    ap.add_argument("--steps", type=int, default=0, help="stop after this many steps too (0: time only)")
+    ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--init", help="go on from an earlier OUT (its encoder weights; a fresh optimiser)")
     a = ap.parse_args(argv)
     torch.manual_seed(a.seed)
-    torch.set_num_threads(2)
+    torch.set_num_threads(a.threads)
     rng = np.random.default_rng(a.seed)
     paths = sorted(p for d in a.data for p in Path(d).glob("clip_*.npz"))
     if not paths:
@@ -78,7 +81,7 @@ def main(argv=None):
     opt = torch.optim.AdamW(encoder.parameters(), lr=a.lr, weight_decay=0.01)
     uv = {}  # path -> (T, J, 2) true joint positions in [0, 1], computed once per clip
     t0, step, losses = time.time(), 0, []
-    while time.time() - t0 < a.minutes * 60:
+    while time.time() - t0 < a.minutes * 60 and not (a.steps and step >= a.steps):
         path = paths[int(rng.integers(len(paths)))]
         if path not in uv:
             uv[path] = Clip(path).uv

@@ -563,8 +563,6 @@ def fit(tc: TrainConfig, mc: ModelConfig, resume: bool = True, quiet: bool = Fal
         log(f"resumed from {ck_path} at step {step}")
     else:
         net = MocapNet(mc, pretrained=(mc.encoder == "lite0"))
-        if tc.encoder_weights:
-            load_encoder_weights(net.encoder, tc.encoder_weights)
         if tc.init_from:  # a fork (ablation, encoder comparison): the weights that fit, and the step
             ck = torch.load(tc.init_from, map_location="cpu", weights_only=False)
             own = net.state_dict()
@@ -574,6 +572,9 @@ def fit(tc: TrainConfig, mc: ModelConfig, resume: bool = True, quiet: bool = Fal
             rng = np.random.default_rng(tc.seed + step)
             log(f"initialised from {tc.init_from} (step {step}): {len(fit_)} of {len(own)} tensors; "
                 f"fresh: {sorted({k.split('.')[0] for k in own if k not in fit_})}")
+        if tc.encoder_weights:  # wins over init_from's encoder
+            load_encoder_weights(net.encoder, tc.encoder_weights)
+            log(f"encoder weights from {tc.encoder_weights}")
     params = [p for p in net.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay)
     if resume and ck_path.exists():
