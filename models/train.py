@@ -64,8 +64,9 @@ class TrainConfig:
     seed: int = 0
     threads: int = 2
     init_from: str = ""  # start a new run from another run's checkpoint (weights that fit, its step)
-    # a fresh run starts its (frozen) encoder from these weights (models/probe_encoder_tune.py's OUT) instead of
-    # ImageNet's; the feature cache must have been made with the same file (checked)
+    # a fresh run (or a fork, over init_from's encoder) starts its (frozen) encoder from these weights
+    # (models/probe_encoder_tune.py's OUT) instead of ImageNet's; the feature cache must have been made with the
+    # same file (checked)
     encoder_weights: str = ""
     stop_at: int = 0  # stop (and save) at this step, keeping the schedule of the whole run (comparisons)
 
