@@ -52,6 +52,18 @@ def test_projected_joints_land_on_the_rendered_body(clips):
     assert hits / total >= 0.95, hits / total
 
 
+def test_subjects_fill_the_frame_without_being_cut(clips):
+    """The camera frames each bone's own reach: bodies are large (a mean side of 0.41 of the frame with the old
+    one-radius-for-all framing, 0.53 now) and never touch the frame's edge."""
+    sides = []
+    for fam, d in clips.items():
+        fg = np.abs(d["frames"].astype(int) - _background(d["frames"])).max(-1) > 3  # (T, H, W)
+        assert not (fg[:, [0, -1]].any() or fg[:, :, [0, -1]].any()), f"{fam}: the body is cut by the frame's edge"
+        ys, xs = np.nonzero(fg.any(0))
+        sides.append(max(np.ptp(xs), np.ptp(ys)) / SIZE)
+    assert np.mean(sides) >= 0.48, dict(zip(clips, np.round(sides, 2)))
+
+
 def test_saved_rotations_reproduce_saved_heads_through_core_fk(clips):
     for fam, d in clips.items():
         skel = Skeleton.from_arrays(d["names"], d["parents"], d["rest"], d["tails"])

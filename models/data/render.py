@@ -27,7 +27,8 @@ from .rigs import (SH_ANGLE, SH_ASPECT, SH_FEATURE, SH_KIND, SH_RADIUS, SH_TAPER
                    SHAPE_FLAT, SHAPE_HORN, Rig, roll_frames, topology_hash)
 
 SENSOR_MM = 36.0
-DATA_VERSION = "5"  # bump when what a seed produces changes (3: bulky bodies; 4: real clips seed-only; 5: part colours)
+DATA_VERSION = "6"  # bump when what a seed produces changes (3: bulky bodies; 4: real clips seed-only; 5: part
+# colours; 6: procedural subjects framed by each bone's own reach, so larger in the frame)
 _STATE: dict = {}
 # Seconds spent per stage of the per-frame loop in this process (summed over clips): see `stage` and bench.py.
 STAGE_SECONDS: defaultdict[str, float] = defaultdict(float)
@@ -202,6 +203,17 @@ def _profile(kind, n, aspect, feature):
     return np.stack([u, v], -1)
 
 
+def body_reach(rig: Rig) -> np.ndarray:
+    """(J,) how far `build_body`'s segment of each bone reaches from its bone's line (0 for bones without one)."""
+    reach = np.zeros(rig.n_joints)
+    for j in np.flatnonzero(rig.deform):
+        sh = rig.shape[j]
+        prof = _profile(int(sh[SH_KIND]), 12, float(sh[SH_ASPECT]), float(sh[SH_FEATURE]))
+        # the widest point of the cross-section, and the segment's overlap past head and tail (at most 0.6 radius)
+        reach[j] = sh[SH_RADIUS] * np.hypot(np.linalg.norm(prof, axis=1).max(), 0.6)
+    return reach
+
+
 def build_body(rig: Rig, arm_ob, rng: np.random.Generator, n_side: int = 12, n_ring: int = 5):
     """One mesh: a segment per deforming bone with a non-round cross-section, rigidly skinned to its bone, and
     per-face colours (a side stripe, rings, a lighter belly) that turn with the bone."""
@@ -337,8 +349,10 @@ def project(points_world, cam_world, K):
 
 
 def plan_camera(points_world, extent, rng, size, n_frames):
-    """Random yaw, elevation, focal length; a distance that keeps every point (plus `extent`) in view on every
-    frame; the camera follows the body partly. points_world (T, N, 3). Returns (cam_world (T,4,4), K, focal)."""
+    """Random yaw, elevation, focal length; a distance that keeps every point (plus its `extent`, one radius for
+    all or (N,) per point) in view on every frame; the camera follows the body partly. points_world (T, N, 3).
+    Returns (cam_world (T,4,4), K, focal)."""
+    extent = np.broadcast_to(np.asarray(extent, np.float64), points_world.shape[1:2])  # (N,)
     focal = float(np.exp(rng.uniform(np.log(18), np.log(85))))
     half = np.arctan(SENSOR_MM / 2 / focal)
     centre_t = 0.5 * (points_world.min(1) + points_world.max(1))  # (T, 3)
@@ -346,7 +360,7 @@ def plan_camera(points_world, extent, rng, size, n_frames):
     k = max(1, n_frames // 6)
     sm = np.stack([centre_t[max(0, i - k):i + k + 1].mean(0) for i in range(n_frames)])
     target = (1 - follow) * centre_t.mean(0) + follow * sm
-    R = float(np.max(np.linalg.norm(points_world - target[:, None], axis=-1))) + extent
+    R = float(np.max(np.linalg.norm(points_world - target[:, None], axis=-1) + extent))
     dist = R / np.sin(half) * rng.uniform(1.0, 1.25)
     yaw = rng.uniform(-np.pi, np.pi)
     elev = np.deg2rad(rng.uniform(-5, 50))
@@ -369,10 +383,10 @@ def plan_camera(points_world, extent, rng, size, n_frames):
         w2c = np.linalg.inv(cams)
         pc = np.einsum("tab,tnb->tna", w2c[:, :3, :3], points_world) + w2c[:, None, :3, 3]
         z = -pc[..., 2]
-        if z.min() < 2 * extent + 1e-3:
+        if np.any(z < 2 * extent + 1e-3):
             dist *= 1.3
             continue
-        m = float(np.max((np.abs(pc[..., :2]) + extent) / z[..., None])) / tan_h
+        m = float(np.max((np.abs(pc[..., :2]) + extent[:, None]) / z[..., None])) / tan_h
         dist = max(dist * (0.5 + 0.5 * m / fill), R * 0.3)
     cams = cams_at(dist)
     return cams, intrinsics(focal, size), focal
@@ -416,8 +430,13 @@ def render_clip(rig: Rig, motion: Motion, seed: int, size: int = 160, engine: st
     pose = forward_kinematics(skel, motion.basis_rot, motion.root_loc)
     pts = np.concatenate([pose[..., :3, 3], pose_tails(skel, pose)], axis=1)
     pts_w = pts @ world[:3, :3].T + world[:3, 3]
-    extent = float(np.max(rig.shape[:, SH_RADIUS] * (1 + 1.6 * rig.shape[:, SH_FEATURE])))
-    cam_world, K, focal = plan_camera(pts_w, extent, rng, size, T)
+    # each bone's own reach around its head and tail (a head also sits in its parent's segment); the widest
+    # bone's reach around every point (data version 5 and before) left most subjects a third of the frame tall
+    reach = body_reach(rig)
+    head_reach = reach.copy()
+    head_reach[1:] = np.maximum(reach[1:], reach[rig.parents[1:]])
+    cam_world, K, focal = plan_camera(pts_w, np.concatenate([head_reach, reach]), rng, size, T)
+    extent = float(reach.max())
     if floor:
         zmin = float(pts_w[..., 2].min()) - 0.5 * extent
         build_floor(zmin, float(np.ptp(pts_w[..., :2].reshape(-1, 2), 0).max()) * 3 + 10 * extent, rng,
