@@ -27,6 +27,7 @@ from .rigs import (SH_ANGLE, SH_ASPECT, SH_FEATURE, SH_KIND, SH_RADIUS, SH_TAPER
                    SHAPE_FLAT, SHAPE_HORN, Rig, roll_frames, topology_hash)
 
 SENSOR_MM = 36.0
+BODY_SIDES = 12  # vertices around each body segment's cross-section (build_body, body_reach)
 DATA_VERSION = "6"  # bump when what a seed produces changes (3: bulky bodies; 4: real clips seed-only; 5: part
 # colours; 6: procedural subjects framed by each bone's own reach, so larger in the frame)
 _STATE: dict = {}
@@ -208,13 +209,13 @@ def body_reach(rig: Rig) -> np.ndarray:
     reach = np.zeros(rig.n_joints)
     for j in np.flatnonzero(rig.deform):
         sh = rig.shape[j]
-        prof = _profile(int(sh[SH_KIND]), 12, float(sh[SH_ASPECT]), float(sh[SH_FEATURE]))
+        prof = _profile(int(sh[SH_KIND]), BODY_SIDES, float(sh[SH_ASPECT]), float(sh[SH_FEATURE]))
         # the widest point of the cross-section, and the segment's overlap past head and tail (at most 0.6 radius)
         reach[j] = sh[SH_RADIUS] * np.hypot(np.linalg.norm(prof, axis=1).max(), 0.6)
     return reach
 
 
-def build_body(rig: Rig, arm_ob, rng: np.random.Generator, n_side: int = 12, n_ring: int = 5):
+def build_body(rig: Rig, arm_ob, rng: np.random.Generator, n_side: int = BODY_SIDES, n_ring: int = 5):
     """One mesh: a segment per deforming bone with a non-round cross-section, rigidly skinned to its bone, and
     per-face colours (a side stripe, rings, a lighter belly) that turn with the bone."""
     J = rig.n_joints
