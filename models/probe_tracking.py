@@ -10,7 +10,9 @@ similarity that best maps each frame's predicted joints onto the true ones ("sim
 taken frame to frame ("chained", points carried along) or from the first frame straight to each frame ("direct").
 "Encoder features" matches instead the frozen image encoder's own features (stride 8 and 16, upsampled to pixels,
 cosine): each joint's feature on the first frame, found again on each frame within `--radius` pixels of the layout
-(what stage 1 could read by attention from the matched reference frame).
+(what stage 1 could read by attention from the matched reference frame). "Patch tracker" runs a tracker trained by
+`models/probe_patch_tracker.py` (`--patch-tracker FILE`): each joint's frame-0 patch found again on each frame,
+starting at the layout.
 A probe of the signal a tracker-fed stage 1 could start from, not part of the product.
 """
 from __future__ import annotations
@@ -81,6 +83,8 @@ def main(argv=None):
     ap.add_argument("--window", type=int, default=32)
     ap.add_argument("--radius", type=float, default=6.0, help="encoder features: search radius (pixels)")
     ap.add_argument("--encoder-weights", help="also match with an encoder tuned by models/probe_encoder_tune.py")
+    ap.add_argument("--patch-tracker", help="also track with a network trained by models/probe_patch_tracker.py")
+    ap.add_argument("--rounds", type=int, default=2, help="patch tracker: rounds per frame")
     a = ap.parse_args(argv)
     import torch
 
@@ -91,6 +95,12 @@ def main(argv=None):
     if a.encoder_weights:
         tuned = build_encoder("lite0", pretrained=False)[0].eval()
         tuned.load_state_dict(torch.load(a.encoder_weights, map_location="cpu")["encoder"])
+    patch = None
+    if a.patch_tracker:
+        from . import probe_patch_tracker
+        ck = torch.load(a.patch_tracker, map_location="cpu", weights_only=False)
+        patch = probe_patch_tracker.PatchTracker(ck["width"])
+        patch.load_state_dict(ck["net"])
     clips, sources = load_eval(a.data, a.max_clips)
     acc = defaultdict(list)  # (group, method, col) -> [(mean, n)]
     for i, c in enumerate(clips):
@@ -108,6 +118,8 @@ def main(argv=None):
         if tuned is not None:
             preds["tuned encoder features"] = match(feature_maps(frames, tuned, IMAGENET_MEAN, IMAGENET_STD),
                                                     true_px[0], layout, a.radius)
+        if patch is not None:
+            preds["patch tracker"] = probe_patch_tracker.track(patch, frames, true_px[0], layout, a.rounds)
         for method, px in preds.items():
             acc[(group, method, "px")].append(_px2d(px, true_px, size))
             acc[(group, method, "sim")].append(_px2d_aligned(px, true_px, size))
@@ -115,7 +127,7 @@ def main(argv=None):
     print(f"\n{'group':<11}{'method':<24}{'2D px':>8}{'2D sim px':>11}")
     for group in ("procedural", "real"):
         for method in ("reference layout", "flow, chained", "flow, direct", "encoder features",
-                       "tuned encoder features"):
+                       "tuned encoder features", "patch tracker"):
             if acc[(group, method, "px")]:
                 px, sim = (metrics.pool(acc[(group, method, col)]) for col in ("px", "sim"))
                 print(f"{group:<11}{method:<24}{px:>8.2f}{sim:>11.2f}")
