@@ -178,8 +178,8 @@ def test_patch_tracker_probe_lift_inverts_the_layout():
     t, j, size = 5, 6, 160
     head_cam = rng.normal(0, 0.3, (t, j, 3))
     head_cam -= head_cam[:, :1]  # root-relative
-    clip = SimpleNamespace(root_rot=rotvec_to_matrix(rng.normal(0, 1, (t, 3))), head_cam=head_cam, log_depth=rng.normal(0.5, 0.1, t),
-                           uv=rng.uniform(0.3, 0.7, (t, j, 2)))
+    clip = SimpleNamespace(root_rot=rotvec_to_matrix(rng.normal(0, 1, (t, 3))), head_cam=head_cam,
+                           log_depth=rng.normal(0.5, 0.1, t), uv=rng.uniform(0.3, 0.7, (t, j, 2)))
     px = layout_from(clip, 2, size)  # (T, J, 2)
     turned = np.einsum("tab,jb->tja", clip.root_rot @ clip.root_rot[2].T, head_cam[2])
     np.testing.assert_allclose(px[:, 0], clip.uv[:, 0] * size)
