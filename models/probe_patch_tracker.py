@@ -15,7 +15,8 @@ offset from the prior (up to 24 px). It is run in rounds, each one centred where
 and tails found from their frame-0 patches are lifted to the camera frame (weak perspective at the true root depth,
 the reference's depth carried by the true root orientation) and given to stage 2 (the untrained network's
 analytic part, or a checkpoint's), beside the same lift of the true image positions and of the layout, IK on the
-found positions, and hold.
+found positions, and hold; and the same for heads and tails carried by dense optical flow from frame 0 (`--flow`,
+models/probe_tracking.py, chained frame to frame).
 
 Training priors are the layout `probe_tracking` starts from (the reference frame's pose carried by the true root
 orientation, placed on the true root) or the truth jittered by a few pixels (what a later round starts from).
@@ -83,11 +84,12 @@ def normalise(frames_uint8) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(frames_uint8)).permute(0, 3, 1, 2).float() / 255.0 - 0.5
 
 
-def layout_from(clip: Clip, a: int, size: int) -> np.ndarray:
-    """Frame a's camera-frame pose carried by the true root's turn to every frame and placed on the true root
-    (weak perspective) -> (T, J, 2) pixels: the prior `probe_tracking` calls the reference layout."""
+def layout_from(clip: Clip, a: int, size: int, points=None) -> np.ndarray:
+    """Frame a's camera-frame pose (`points` (T, J, 3), root-relative / height; the heads by default) carried by the
+    true root's turn to every frame and placed on the true root (weak perspective) -> (T, J, 2) pixels: the prior
+    `probe_tracking` calls the reference layout."""
     turn = clip.root_rot @ np.swapaxes(clip.root_rot[a:a + 1], -1, -2)  # (T, 3, 3)
-    pts = np.einsum("tab,jb->tja", turn, clip.head_cam[a])
+    pts = np.einsum("tab,jb->tja", turn, (clip.head_cam if points is None else points)[a])
     flat = np.stack([pts[..., 0], -pts[..., 1]], -1) * np.exp(-clip.log_depth)[:, None, None]
     return (clip.uv[:, :1] + flat) * size
 
@@ -160,7 +162,8 @@ def lift(clip: Clip, px, ref_cam, size: int) -> np.ndarray:
     return np.stack([flat[..., 0], -flat[..., 1], ref_cam[..., 2]], -1)
 
 
-def rotation_probe(tracker_path, data_dirs, max_clips=None, window=32, rounds=2, stage2=None, pos_err=0.03):
+def rotation_probe(tracker_path, data_dirs, max_clips=None, window=32, rounds=2, stage2=None, pos_err=0.03,
+                   flow=False):
     """Prints moving / all-bone rotation errors (degrees) and image distances of the found joints, matched
     reference, per group (see the module's doc)."""
     from collections import defaultdict
@@ -195,15 +198,19 @@ def rotation_probe(tracker_path, data_dirs, max_clips=None, window=32, rounds=2,
                                           * np.exp(-c.log_depth[:w])[:, None, None] * size))
                   for x in (np.einsum("tab,jb->tja", turn, c.head_cam[0]),
                             np.einsum("tab,jb->tja", turn, c.tail_cam[0]))]
-        found = [track(tracker, frames, tp[0], lay, rounds) for tp, lay in zip(true_px, layout)]
-        acc[(group, "found heads", "px")].append(_px2d(found[0], true_px[0], size))
-        acc[(group, "found heads", "sim")].append(_px2d_aligned(found[0], true_px[0], size))
+        found = {"found": [track(tracker, frames, tp[0], lay, rounds) for tp, lay in zip(true_px, layout)]}
+        if flow:
+            from .probe_tracking import track as flow_track
+            found["flow"] = [flow_track(frames, tp[0], True) for tp in true_px]
+        for tag, pts in found.items():
+            acc[(group, f"{tag} heads", "px")].append(_px2d(pts[0], true_px[0], size))
+            acc[(group, f"{tag} heads", "sim")].append(_px2d_aligned(pts[0], true_px[0], size))
         acc[(group, "layout", "px")].append(_px2d(layout[0], true_px[0], size))
         acc[(group, "layout", "sim")].append(_px2d_aligned(layout[0], true_px[0], size))
         rows = {"hold": _row(metrics.hold_baseline(ref, w), true_rot, true_root, true_root, skel, true_heads)}
         g0 = true_rot[:, 0]
-        for tag, (hp, tp), err in (("true 2D", true_px, 0.0), ("layout", layout, pos_err),
-                                   ("found", found, pos_err)):
+        for tag, (hp, tp), err in [("true 2D", true_px, 0.0), ("layout", layout, pos_err)] + [
+                (k, v, pos_err) for k, v in found.items()]:
             root = hp[:, :1]
             hcam = lift(c, hp, ref_cam[0], size)
             tcam = lift(c, np.concatenate([root, tp], 1), np.concatenate([ref_cam[0][:, :1], ref_cam[1]], 1),
@@ -224,7 +231,8 @@ def rotation_probe(tracker_path, data_dirs, max_clips=None, window=32, rounds=2,
     print(f"\nmatched reference (frame 0), true root orientation and depth; stage 2 told positions are {pos_err} "
           f"of the height off (0 on the true 2D)")
     print(f"{'group':<11}{'method':<24}{'moving°':>9}{'all°':>8}")
-    methods = ["hold", "stage 2 on true 2D", "IK on true 2D", "stage 2 on layout", "stage 2 on found", "IK on found"]
+    methods = ["hold", "stage 2 on true 2D", "IK on true 2D", "stage 2 on layout", "stage 2 on found", "IK on found",
+               "stage 2 on flow", "IK on flow"]
     for group in ("procedural", "real"):
         for m in methods:
             if acc[(group, m, "moving")]:
@@ -232,7 +240,7 @@ def rotation_probe(tracker_path, data_dirs, max_clips=None, window=32, rounds=2,
                                                     for col, wd in (("moving", 9), ("all", 8))))
     print(f"\n{'group':<11}{'heads':<24}{'2D px':>9}{'2D sim px':>11}")
     for group in ("procedural", "real"):
-        for m in ("layout", "found heads"):
+        for m in ("layout", "found heads", "flow heads"):
             if acc[(group, m, "px")]:
                 print(f"{group:<11}{m:<24}" + "".join(f"{metrics.pool(acc[(group, m, col)]):>{wd}.2f}"
                                                     for col, wd in (("px", 9), ("sim", 11))))
@@ -255,54 +263,63 @@ def main(argv=None):
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--stage2", help="a checkpoint whose stage 2 turns the found positions into rotations")
     ap.add_argument("--pos-err", type=float, default=0.03, help="what stage 2 is told the found positions are off")
+    ap.add_argument("--flow", action="store_true", help="--rotations: also positions carried by dense optical flow")
     a = ap.parse_args(argv)
     torch.manual_seed(a.seed)
     torch.set_num_threads(a.threads)
     if a.rotations:
-        return rotation_probe(a.out, a.rotations, a.max_clips, rounds=a.rounds, stage2=a.stage2, pos_err=a.pos_err)
+        return rotation_probe(a.out, a.rotations, a.max_clips, rounds=a.rounds, stage2=a.stage2, pos_err=a.pos_err,
+                              flow=a.flow)
+    fit(PatchTracker(a.width), a, lambda cache, paths, rng: batch(cache, paths, rng, a.clips, a.joints, a.max_gap),
+        lambda net, b: [*loss_fn(net, *b), b[2].norm(dim=-1).mean()],
+        "loss {0:.3f}, train px {1:.2f}; held-out px {4:.2f} (prior {5:.2f})")
+
+
+def fit(net, a, draw, measure, report: str, n_held: int = 20):
+    """The probes' training loop. The clips under `a.data` less `n_held` rigs kept out; AdamW at `a.lr` on a cosine
+    schedule over `a.minutes`; resumable from `a.out` (weights, optimiser, step; saved every 500 steps and at the
+    end, with `a.width` and the arguments). draw(cache, paths, rng) -> a batch; measure(net, batch) -> [loss,
+    figures...] (scalar tensors; the loss is trained); every 100 steps `report` is formatted with the training
+    means of measure's values followed by their held-out means."""
     rng = np.random.default_rng(a.seed)
     paths = sorted(p for d in a.data for p in Path(d).glob("clip_*.npz"))
     if not paths:
         raise SystemExit(f"no clips under {a.data}")
     rng.shuffle(paths)
-    held, paths = paths[:20], paths[20:]  # a held-out check on rigs the tracker never trains on
-    net = PatchTracker(a.width)
+    held, paths = paths[:n_held], paths[n_held:]
     opt = torch.optim.AdamW(net.parameters(), lr=a.lr, weight_decay=1e-4)
-    out, step, t0, cache, losses = Path(a.out), 0, time.time(), {}, []
+    out, step, t0, cache, log = Path(a.out), 0, time.time(), {}, []
     if out.exists():  # resume
         ck = torch.load(out, map_location="cpu", weights_only=False)
         net.load_state_dict(ck["net"])
         opt.load_state_dict(ck["opt"])
         step = ck["step"]
         print(f"resumed {out} at step {step}")
-    total = a.minutes * 60
-    hold_rng = np.random.default_rng(12345)
-    val = [batch({}, held, hold_rng, 8, 12, a.max_gap) for _ in range(4)]
+    val = [draw({}, held, np.random.default_rng(12345 + k)) for k in range(4)]
 
     def save():
         out.parent.mkdir(parents=True, exist_ok=True)
         torch.save({"net": net.state_dict(), "opt": opt.state_dict(), "step": step, "width": a.width,
                     "args": vars(a)}, out)
 
+    total = a.minutes * 60
     while time.time() - t0 < total:
         lr = float(a.lr * 0.5 * (1 + np.cos(np.pi * min((time.time() - t0) / total, 1.0))))
         for g in opt.param_groups:
             g["lr"] = lr
         net.train()
-        loss, err = loss_fn(net, *batch(cache, paths, rng, a.clips, a.joints, a.max_gap))
+        values = measure(net, draw(cache, paths, rng))
         opt.zero_grad()
-        loss.backward()
+        values[0].backward()
         opt.step()
-        losses.append((loss.item(), err.item()))
+        log.append([x.item() for x in values])
         step += 1
         if step % 100 == 0:
             net.eval()
             with torch.no_grad():
-                v = np.mean([loss_fn(net, *vb)[1].item() for vb in val])
-                v0 = np.mean([vb[2].norm(dim=-1).mean().item() for vb in val])
-            m = np.mean(losses[-100:], 0)
-            print(f"step {step} ({time.time() - t0:.0f} s, lr {lr:.1e}): loss {m[0]:.3f}, train px {m[1]:.2f}; "
-                  f"held-out px {v:.2f} (prior {v0:.2f})", flush=True)
+                v = np.mean([[x.item() for x in measure(net, vb)] for vb in val], 0)
+            print(f"step {step} ({time.time() - t0:.0f} s, lr {lr:.1e}): "
+                  + report.format(*np.mean(log[-100:], 0), *v), flush=True)
             if step % 500 == 0:
                 save()
     save()

@@ -211,3 +211,40 @@ def test_patch_tracker_probe_learns_to_follow_a_texture():
         opt.step()
         errs.append(err.item())
     assert np.isfinite(errs).all() and np.mean(errs[-5:]) < 0.6 * np.mean(errs[:5]), errs
+
+
+def test_bone_turn_probe_turns_pictures_and_vectors_alike():
+    """models/probe_bone_turn.py turns each patch so that the bone points up in it: a line drawn from the centre
+    along a vector's image direction runs straight up the turned patch, and the vector turned the same way points
+    up (+Y, no x) in the camera frame."""
+    torch = pytest.importorskip("torch")
+    from models.probe_bone_turn import oriented_patches, turn_z, up_angle
+    s, n = 96, 33
+    for d in ([0.6, 0.3, 0.74], [-0.5, -0.7, 0.5], [0.1, -0.9, -0.4]):
+        d = np.array(d) / np.linalg.norm(d)
+        phi = up_angle(d)
+        turned = turn_z(d, phi)
+        assert abs(turned[0]) < 1e-12 and turned[1] > 0 and turned[2] == d[2]
+        img = np.zeros((s, s), np.float32)
+        u = np.array([d[0], -d[1]]) / np.linalg.norm(d[:2])  # image direction (v grows downwards)
+        for r in np.linspace(0, 14, 200):
+            x, y = np.round(np.array([48.0, 48.0]) + r * u).astype(int)
+            img[y, x] = 1.0
+        frames = torch.from_numpy(img)[None, None].expand(1, 3, -1, -1)
+        p = oriented_patches(frames, torch.tensor([[48.0, 48.0]]), torch.tensor([float(n)]),
+                             torch.tensor([phi], dtype=torch.float32), n)[0, 0].numpy()  # (n, n), 1 px per cell
+        c = n // 2
+        assert p[c - 12:c - 2, c - 1:c + 2].max(1).min() > 0.4  # the line, straight up from the centre
+        assert p[c + 3:, :].max() < 0.05 and p[:, :c - 3].max() < 0.05 and p[:, c + 4:].max() < 0.05
+
+
+def test_bone_turn_probe_starts_at_the_carried_direction():
+    """The untrained bone-turn network gives back the carried direction ("hold") to a fraction of a degree."""
+    torch = pytest.importorskip("torch")
+    from models.probe_bone_turn import PATCH, BoneTurn
+    torch.manual_seed(0)
+    net = BoneTurn(8).eval()
+    d_prior = torch.nn.functional.normalize(torch.randn(5, 3), dim=-1)
+    out = net(torch.randn(5, 3, PATCH, PATCH), torch.randn(5, 3, PATCH, PATCH),
+              torch.nn.functional.normalize(torch.randn(5, 3), dim=-1), d_prior)
+    assert torch.rad2deg(torch.acos((out * d_prior).sum(-1).clamp(max=1.0))).max() < 0.5
