@@ -195,8 +195,12 @@ def test_quaternion_matches_mathutils(q):
     assert np.allclose(R.axis_angle_to_matrix(np.r_[angle, list(axis)]), m, atol=1e-3)
     aa = R.matrix_to_axis_angle(m)
     assert np.allclose(_np(Quaternion(aa[1:], aa[0]).to_matrix()), m, atol=1e-6)
-    # exponential map = rotation vector (the shorter way round)
+    # exponential map = rotation vector (the shorter way round). Where w is near -1 mathutils' angle (near 2 pi) is
+    # off by far more than its float32 (q = (-0.75, 2^-8, 2^-8, 2^-8) normalised: 6.2726 against 2 pi - 0.0180,
+    # found by Hypothesis on 3 Dec), so the convention is checked away from there
     v = np.array(bq.to_exponential_map())
+    if np.linalg.norm(v) > 2 * np.pi - 0.05:
+        return
     if np.linalg.norm(v) > np.pi:
         v = v - 2 * np.pi * v / np.linalg.norm(v)
     if np.linalg.norm(v) < np.pi - 1e-3:
