@@ -151,6 +151,18 @@ def batch(cache, paths, rng, clips_per_batch: int, bones_per_clip: int, max_gap:
     return [torch.cat(p) for p in zip(*parts)]
 
 
+def shortest_arc(u, v) -> np.ndarray:
+    """Rotations (..., 3, 3) taking unit vectors u onto v (..., 3) the shortest way (quaternion (1 + u.v, u x v); a
+    half turn about an axis across u where they are opposite)."""
+    from mocap_blender.core.rotations import quat_to_matrix
+    u, v = np.broadcast_arrays(np.asarray(u, np.float64), np.asarray(v, np.float64))
+    q = np.concatenate([1.0 + (u * v).sum(-1, keepdims=True), np.cross(u, v)], -1)
+    half = q[..., 0] < 1e-9
+    side = np.cross(u, np.where(np.abs(u[..., :1]) < 0.9, [1.0, 0, 0], [0, 1.0, 0]))
+    q[half] = np.concatenate([np.zeros_like(side[half][..., :1]), side[half]], -1)
+    return quat_to_matrix(q / np.linalg.norm(q, axis=-1, keepdims=True))
+
+
 def angle_deg(u, v):
     return torch.rad2deg(torch.acos((u * v).sum(-1).clamp(-1.0, 1.0)))
 
@@ -164,7 +176,6 @@ def rotation_probe(path, data_dirs, max_clips=None, window=32):
     from collections import defaultdict
 
     from mocap_blender.core import metrics
-    from mocap_blender.core.ik import swing_from_y
     from mocap_blender.core.skeleton import basis_from_pose, forward_kinematics
     from .evaluate import load_eval
     ck = torch.load(path, map_location="cpu", weights_only=False)
@@ -173,10 +184,6 @@ def rotation_probe(path, data_dirs, max_clips=None, window=32):
     net.eval()
     clips, sources = load_eval(data_dirs, max_clips)
     acc = defaultdict(list)
-
-    def arc(u, v):  # shortest-arc rotations (..., 3, 3) taking unit u onto unit v
-        su, sv = swing_from_y(u), swing_from_y(v)  # +Y -> u, +Y -> v
-        return sv @ np.swapaxes(su, -1, -2)
 
     for i, c in enumerate(clips):
         group = "real" if sources[i] != "procedural" else "procedural"
@@ -200,7 +207,7 @@ def rotation_probe(path, data_dirs, max_clips=None, window=32):
                     d_found[b, idx] = turn_z(pred, -phi_b)
         rows = {}
         for tag, d in (("hold", None), ("found directions", d_found), ("true directions", cb.d[:w])):
-            g = carried if d is None else arc(np.einsum("tjab,b->tja", carried, [0.0, 1.0, 0.0]), d) @ carried
+            g = carried.copy() if d is None else shortest_arc(carried[..., :, 1], d) @ carried  # +Y: the bone
             g[:, 0] = g_cam[:, 0]  # the root: given
             arm = np.zeros(g.shape[:2] + (4, 4))
             arm[..., :3, :3] = c.cam_to_arm[:w, None] @ g
@@ -209,10 +216,9 @@ def rotation_probe(path, data_dirs, max_clips=None, window=32):
             e = metrics.rotation_errors(rot, c.basis[:w])
             acc[(group, tag, "moving")].append(e["moving"])
             acc[(group, tag, "all")].append(e["all"])
-            if d is not None or tag == "hold":
-                dd = d if d is not None else np.einsum("tjab,b->tja", carried, [0.0, 1.0, 0.0])
-                ang = np.degrees(np.arccos(np.clip((dd[1:, 1:] * cb.d[1:w, 1:]).sum(-1), -1, 1)))
-                acc[(group, tag, "dir")].append((float(ang.mean()), int(ang.size)))
+            dd = carried[..., :, 1] if d is None else d
+            ang = np.degrees(np.arccos(np.clip((dd[1:, 1:] * cb.d[1:w, 1:]).sum(-1), -1, 1)))
+            acc[(group, tag, "dir")].append((float(ang.mean()), int(ang.size)))
         print(f"  [{i + 1}/{len(clips)}] {c.name} {group} J={c.n_joints}", flush=True)
     print("\nmatched reference (frame 0), true root orientation; bone directions found from the bone's patches")
     print(f"{'group':<11}{'method':<20}{'dir° off':>9}{'moving°':>9}{'all°':>8}")

@@ -193,11 +193,7 @@ def rotation_probe(tracker_path, data_dirs, max_clips=None, window=32, rounds=2,
         ref_cam = [np.einsum("tab,jb->tja", true_root, rig["joint_feats"][:, fs[k]].astype(np.float64))
                    for k in ("ref_head", "ref_tail")]  # (T, J, 3) each
         true_px = [c.uv[:w] * size, c.tail_uv[:w] * size]
-        turn = true_root @ np.swapaxes(true_root[:1], -1, -2)
-        layout = [(c.uv[:w, :1] * size + (np.stack([x[..., 0], -x[..., 1]], -1)
-                                          * np.exp(-c.log_depth[:w])[:, None, None] * size))
-                  for x in (np.einsum("tab,jb->tja", turn, c.head_cam[0]),
-                            np.einsum("tab,jb->tja", turn, c.tail_cam[0]))]
+        layout = [layout_from(c, 0, size)[:w], layout_from(c, 0, size, c.tail_cam)[:w]]
         found = {"found": [track(tracker, frames, tp[0], lay, rounds) for tp, lay in zip(true_px, layout)]}
         if flow:
             from .probe_tracking import track as flow_track
