@@ -45,12 +45,34 @@ def conv(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
 
 
-class PatchTracker(nn.Module):
-    def __init__(self, width: int = 48):
+class Lite0Front(nn.Module):
+    """The pretrained EfficientNet-Lite0's stem and first three blocks, frozen (ImageNet weights and BatchNorm
+    statistics): frames normalised as `normalise` gives them -> (N, 24, S/4, S/4)."""
+
+    def __init__(self):
         super().__init__()
-        self.width = width
-        self.feat = nn.Sequential(conv(3, 24, 2), conv(24, width), conv(width, width, 2), conv(width, width),
-                                  conv(width, width))  # stride 4
+        from .encoder import IMAGENET_MEAN, IMAGENET_STD, build_encoder
+        enc = build_encoder("lite0", pretrained=True)[0]
+        self.layers = nn.Sequential(enc.stem, *enc.blocks[:3]).eval().requires_grad_(False)
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) - 0.5)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
+
+    def train(self, mode: bool = True):
+        return super().train(False)  # BatchNorm statistics stay ImageNet's
+
+    def forward(self, x):
+        return self.layers((x - self.mean) / self.std)
+
+
+class PatchTracker(nn.Module):
+    def __init__(self, width: int = 48, backbone: str = "scratch"):
+        super().__init__()
+        self.width, self.backbone = width, backbone
+        if backbone == "lite0":  # ImageNet features, a trained adapter on top
+            self.feat = nn.Sequential(Lite0Front(), conv(24, width), conv(width, width), conv(width, width))
+        else:
+            self.feat = nn.Sequential(conv(3, 24, 2), conv(24, width), conv(width, width, 2), conv(width, width),
+                                      conv(width, width))  # stride 4
         self.head = nn.Sequential(conv(width, width), nn.Conv2d(width, 1, 1))
         cells = (SEARCH - TEMPLATE) // STRIDE + 1  # 13 offsets per axis
         off = (torch.arange(cells, dtype=torch.float32) - (cells - 1) / 2) * STRIDE
@@ -174,7 +196,7 @@ def rotation_probe(tracker_path, data_dirs, max_clips=None, window=32, rounds=2,
     from .export import load_checkpoint
     from .model import MocapNet, ModelConfig
     ck = torch.load(tracker_path, map_location="cpu", weights_only=False)
-    tracker = PatchTracker(ck["width"])
+    tracker = PatchTracker(ck["width"], ck.get("backbone", "scratch"))
     tracker.load_state_dict(ck["net"])
     model = MocapModel(Path(__file__).parents[1] / "mocap_blender" / "weights" / "mocap.onnx", threads=2)
     net = (load_checkpoint(stage2) if stage2 else MocapNet(ModelConfig())).eval()
@@ -250,6 +272,8 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--width", type=int, default=48)
+    ap.add_argument("--backbone", choices=("scratch", "lite0"), default="scratch",
+                    help="lite0: the frozen pretrained encoder's first blocks under a trained adapter")
     ap.add_argument("--clips", type=int, default=8, help="clips per batch")
     ap.add_argument("--joints", type=int, default=12, help="joints per clip in a batch")
     ap.add_argument("--max-gap", type=int, default=31, help="frames between template and search (a window)")
@@ -266,7 +290,7 @@ def main(argv=None):
     if a.rotations:
         return rotation_probe(a.out, a.rotations, a.max_clips, rounds=a.rounds, stage2=a.stage2, pos_err=a.pos_err,
                               flow=a.flow)
-    fit(PatchTracker(a.width), a, lambda cache, paths, rng: batch(cache, paths, rng, a.clips, a.joints, a.max_gap),
+    fit(PatchTracker(a.width, a.backbone), a, lambda cache, paths, rng: batch(cache, paths, rng, a.clips, a.joints, a.max_gap),
         lambda net, b: [*loss_fn(net, *b), b[2].norm(dim=-1).mean()],
         "loss {0:.3f}, train px {1:.2f}; held-out px {4:.2f} (prior {5:.2f})")
 
@@ -296,7 +320,7 @@ def fit(net, a, draw, measure, report: str, n_held: int = 20):
     def save():
         out.parent.mkdir(parents=True, exist_ok=True)
         torch.save({"net": net.state_dict(), "opt": opt.state_dict(), "step": step, "width": a.width,
-                    "args": vars(a)}, out)
+                    "backbone": getattr(a, "backbone", "scratch"), "args": vars(a)}, out)
 
     total = a.minutes * 60
     while time.time() - t0 < total:

@@ -99,7 +99,7 @@ def main(argv=None):
     if a.patch_tracker:
         from . import probe_patch_tracker
         ck = torch.load(a.patch_tracker, map_location="cpu", weights_only=False)
-        patch = probe_patch_tracker.PatchTracker(ck["width"])
+        patch = probe_patch_tracker.PatchTracker(ck["width"], ck.get("backbone", "scratch"))
         patch.load_state_dict(ck["net"])
     clips, sources = load_eval(a.data, a.max_clips)
     acc = defaultdict(list)  # (group, method, col) -> [(mean, n)]

@@ -266,3 +266,25 @@ def test_bone_turn_probe_shortest_arc():
     np.testing.assert_allclose(np.linalg.det(r), 1.0, atol=1e-9)
     turn = np.arccos(np.clip((np.trace(r, axis1=1, axis2=2) - 1) / 2, -1, 1))
     np.testing.assert_allclose(turn, np.arccos(np.clip((u * v).sum(-1), -1, 1)), atol=1e-6)
+
+
+def test_patch_tracker_probe_lite0_front_stays_frozen():
+    """With `--backbone lite0` the tracker's pretrained front keeps its ImageNet weights and BatchNorm statistics
+    through a training step; only the adapter and head learn."""
+    torch = pytest.importorskip("torch")
+    from models.probe_patch_tracker import SEARCH, TEMPLATE, PatchTracker, loss_fn
+    torch.manual_seed(0)
+    net = PatchTracker(8, "lite0")
+    front = {k: v.clone() for k, v in net.feat[0].state_dict().items()}
+    rest = [p.detach().clone() for p in net.head.parameters()]
+    opt = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=1e-2)
+    net.train()
+    assert not net.feat[0].training
+    loss, _ = loss_fn(net, torch.rand(4, 3, TEMPLATE, TEMPLATE) - 0.5, torch.rand(4, 3, SEARCH, SEARCH) - 0.5,
+                      torch.tensor([[3.0, -2.0], [0.0, 5.0], [-7.0, 1.0], [2.0, 2.0]]))
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    for k, v in net.feat[0].state_dict().items():
+        torch.testing.assert_close(v, front[k])
+    assert any(not torch.equal(p, q) for p, q in zip(net.head.parameters(), rest))
