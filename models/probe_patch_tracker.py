@@ -290,7 +290,8 @@ def main(argv=None):
     if a.rotations:
         return rotation_probe(a.out, a.rotations, a.max_clips, rounds=a.rounds, stage2=a.stage2, pos_err=a.pos_err,
                               flow=a.flow)
-    fit(PatchTracker(a.width, a.backbone), a, lambda cache, paths, rng: batch(cache, paths, rng, a.clips, a.joints, a.max_gap),
+    fit(PatchTracker(a.width, a.backbone), a,
+        lambda cache, paths, rng: batch(cache, paths, rng, a.clips, a.joints, a.max_gap),
         lambda net, b: [*loss_fn(net, *b), b[2].norm(dim=-1).mean()],
         "loss {0:.3f}, train px {1:.2f}; held-out px {4:.2f} (prior {5:.2f})")
 
