@@ -113,7 +113,8 @@ class ClipBones:
         return ((pts > 0) & (pts < self.size)).all(-1).all(-1)
 
     def inputs(self, a: int, b: int, bones):
-        """Patches and turned vectors for bones `bones` from reference frame a to frame b, and the turns used."""
+        """Patches and turned vectors for bones `bones` from reference frame a to frame b, and the turn of frame b's
+        patch (`phi_b`: the found direction is turned back by it)."""
         turn = self.clip.root_rot[b] @ self.clip.root_rot[a].T
         d_a = self.d[a, bones]
         d_prior = d_a @ turn.T
@@ -126,7 +127,7 @@ class ClipBones:
                                 f(side_px(self.length[bones], self.scale[a])), f(phi_a))
         search = oriented_patches(x[1:].expand(n, -1, -1, -1), f((lh[b, bones] + lt[b, bones]) / 2),
                                   f(side_px(self.length[bones], self.scale[b])), f(phi_b))
-        return tmpl, search, f(turn_z(d_a, phi_a)), f(turn_z(d_prior, phi_b)), phi_b, d_prior
+        return tmpl, search, f(turn_z(d_a, phi_a)), f(turn_z(d_prior, phi_b)), phi_b
 
 
 def batch(cache, paths, rng, clips_per_batch: int, bones_per_clip: int, max_gap: int):
@@ -145,7 +146,7 @@ def batch(cache, paths, rng, clips_per_batch: int, bones_per_clip: int, max_gap:
         if len(idx) == 0:
             continue
         idx = rng.choice(idx, min(bones_per_clip, len(idx)), replace=False)
-        tmpl, search, d_ref, d_prior, phi_b, _ = cb.inputs(a, b, idx)
+        tmpl, search, d_ref, d_prior, phi_b = cb.inputs(a, b, idx)
         target = torch.from_numpy(turn_z(cb.d[b, idx], phi_b).astype(np.float32))
         parts.append((tmpl, search, d_ref, d_prior, target))
     return [torch.cat(p) for p in zip(*parts)]
@@ -202,7 +203,7 @@ def rotation_probe(path, data_dirs, max_clips=None, window=32):
                 ok[0] = False
                 idx = np.flatnonzero(ok)
                 if len(idx):
-                    tmpl, search, d_ref, d_prior, phi_b, _ = cb.inputs(0, b, idx)
+                    tmpl, search, d_ref, d_prior, phi_b = cb.inputs(0, b, idx)
                     pred = net(tmpl, search, d_ref, d_prior).double().numpy()
                     d_found[b, idx] = turn_z(pred, -phi_b)
         rows = {}
