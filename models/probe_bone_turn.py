@@ -19,14 +19,12 @@ A probe of the signal a stage 1 could be given, not part of the product.
 """
 from __future__ import annotations
 
-import argparse
-
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .probe_patch_tracker import conv, fit, layout_from, normalise
+from .probe_patch_tracker import conv, fit, layout_from, normalise, probe_parser
 from .train import Clip
 
 PATCH = 32  # pixels of each (resampled) patch
@@ -231,19 +229,7 @@ def rotation_probe(path, data_dirs, max_clips=None, window=32):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", nargs="+", default=["data/train"])
-    ap.add_argument("--out", default="runs/bone_turn.pt")
-    ap.add_argument("--minutes", type=float, default=40.0)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--lr", type=float, default=1e-3)
-    ap.add_argument("--width", type=int, default=32)
-    ap.add_argument("--clips", type=int, default=8, help="clips per batch")
-    ap.add_argument("--bones", type=int, default=12, help="bones per clip in a batch")
-    ap.add_argument("--max-gap", type=int, default=31, help="frames between the reference and the frame")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--rotations", nargs="+", help="evaluation clips: measure --out as rotations instead of training")
-    ap.add_argument("--max-clips", type=int, default=None)
+    ap = probe_parser(__doc__, "runs/bone_turn.pt", 1e-3, 32, "bones")
     a = ap.parse_args(argv)
     torch.manual_seed(a.seed)
     torch.set_num_threads(a.threads)

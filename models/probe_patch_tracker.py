@@ -264,22 +264,29 @@ def rotation_probe(tracker_path, data_dirs, max_clips=None, window=32, rounds=2,
                                                     for col, wd in (("px", 9), ("sim", 11))))
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def probe_parser(doc: str, out: str, lr: float, width: int, per_clip: str) -> argparse.ArgumentParser:
+    """The arguments both probes share (training by `fit`, `--rotations` to measure); `per_clip` names the option
+    for how many joints or bones each clip gives a batch."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", nargs="+", default=["data/train"])
-    ap.add_argument("--out", default="runs/patch_tracker.pt")
+    ap.add_argument("--out", default=out)
     ap.add_argument("--minutes", type=float, default=40.0)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--lr", type=float, default=2e-3)
-    ap.add_argument("--width", type=int, default=48)
-    ap.add_argument("--backbone", choices=("scratch", "lite0"), default="scratch",
-                    help="lite0: the frozen pretrained encoder's first blocks under a trained adapter")
+    ap.add_argument("--lr", type=float, default=lr)
+    ap.add_argument("--width", type=int, default=width)
     ap.add_argument("--clips", type=int, default=8, help="clips per batch")
-    ap.add_argument("--joints", type=int, default=12, help="joints per clip in a batch")
-    ap.add_argument("--max-gap", type=int, default=31, help="frames between template and search (a window)")
+    ap.add_argument(f"--{per_clip}", type=int, default=12, help=f"{per_clip} per clip in a batch")
+    ap.add_argument("--max-gap", type=int, default=31, help="frames between the reference frame and the other")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--rotations", nargs="+", help="evaluation clips: measure --out as rotations instead of training")
     ap.add_argument("--max-clips", type=int, default=None)
+    return ap
+
+
+def main(argv=None):
+    ap = probe_parser(__doc__, "runs/patch_tracker.pt", 2e-3, 48, "joints")
+    ap.add_argument("--backbone", choices=("scratch", "lite0"), default="scratch",
+                    help="lite0: the frozen pretrained encoder's first blocks under a trained adapter")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--stage2", help="a checkpoint whose stage 2 turns the found positions into rotations")
     ap.add_argument("--pos-err", type=float, default=0.03, help="what stage 2 is told the found positions are off")
