@@ -14,6 +14,7 @@ from mocap_blender import api  # noqa: E402
 from mocap_blender.blender.rig import bone_path  # noqa: E402
 from mocap_blender.core import rotations as R  # noqa: E402
 from mocap_blender.core.errors import MocapError  # noqa: E402
+from mocap_blender.core.pipeline import UNTRAINED_NOTE  # noqa: E402
 
 
 @pytest.fixture
@@ -46,6 +47,7 @@ def test_capture_keys_reproduce_the_prediction(empty_scene, clip):
     action, result = outcome.action, outcome.result
     assert obj.animation_data.action == action and action.name == "wave"
     assert result.n_frames == 40 and outcome.frame_start == 10 and steps[-1][0] == steps[-1][1]
+    assert (UNTRAINED_NOTE in outcome.notes) == api.MODEL.get().untrained  # the pipeline's note reaches the user
     for j, name in enumerate(result.names):
         frames, m = channel_rotations(action, obj, name, obj.pose.bones[name].rotation_mode)
         np.testing.assert_array_equal(frames, 10 + np.arange(40))

@@ -15,7 +15,7 @@ from test_blender_helpers import (bpy, channel_rotations, fresh_scene, make_arma
 from mocap_blender import api  # noqa: E402
 from mocap_blender.blender import rig  # noqa: E402
 from mocap_blender.core import rotations as R  # noqa: E402
-from mocap_blender.core.pipeline import capture_steps  # noqa: E402
+from mocap_blender.core.pipeline import UNTRAINED_NOTE, capture_steps  # noqa: E402
 
 
 @pytest.fixture
@@ -50,6 +50,7 @@ def test_batch_writes_blend_and_bvh_with_the_prediction(rig_blend, tmp_path):
                 "--frame-start", 11)
     assert res.returncode == 0, res.stderr
     assert "30 frames -> action 'run'" in res.stdout
+    assert (f"[mocap] {UNTRAINED_NOTE}" in res.stdout) == api.MODEL.get().untrained
     # expected: the pipeline on the same rig (the rig file is unchanged by the batch job)
     bpy.ops.wm.open_mainfile(filepath=str(rig_blend))
     info = rig.read_rig(bpy.data.objects["Hero"])

@@ -14,7 +14,7 @@ from mocap_blender.blender.operator import CaptureJob, MOCAP_OT_capture_video  #
 from mocap_blender.blender.properties import capture_kwargs  # noqa: E402
 from mocap_blender.blender.rig import bone_path  # noqa: E402
 from mocap_blender.core import rotations as R  # noqa: E402
-from mocap_blender.core.pipeline import capture_steps  # noqa: E402
+from mocap_blender.core.pipeline import UNTRAINED_NOTE, capture_steps  # noqa: E402
 
 
 
@@ -186,3 +186,6 @@ def test_modal_ticks_to_the_end_and_esc_cancels(empty_scene, clip):
         results = [h.event(bpy.context, 'TIMER') for _ in range(50)]
     assert {'FINISHED'} in results and obj.animation_data.action.name == "jump"
     assert any(kind == {'INFO'} and "Captured 36 frames" in text for kind, text in h.reports)
+    warned = {text for kind, text in h.reports if kind == {'WARNING'}}  # (the harness ticks on after FINISHED)
+    assert warned == ({UNTRAINED_NOTE} if api.MODEL.get().untrained else set())
+    assert not any(kind == {'INFO'} and text == UNTRAINED_NOTE for kind, text in h.reports)

@@ -13,7 +13,7 @@ cv2 = pytest.importorskip("cv2")
 from mocap_blender.core import rotations as R  # noqa: E402
 from mocap_blender.core import smoothing as S  # noqa: E402
 from mocap_blender.core.errors import MocapError  # noqa: E402
-from mocap_blender.core.pipeline import _blend_weights, capture_steps  # noqa: E402
+from mocap_blender.core.pipeline import UNTRAINED_NOTE, _blend_weights, capture_steps  # noqa: E402
 from mocap_blender.core.runtime import PER_FRAME_OUTPUTS  # noqa: E402
 from mocap_blender.core.skeleton import Skeleton  # noqa: E402
 from mocap_blender.core.video import VideoReader  # noqa: E402
@@ -142,6 +142,29 @@ def test_non_finite_model_output(model, clip):
     rec = Recorder(model, corrupt_at=2)
     with pytest.raises(MocapError, match="non-finite"):
         run(capture_steps(rec, sk, np.tile(np.eye(3), (sk.n_joints, 1, 1)), clip, window=16, overlap=4))
+
+
+@needs_model
+def test_untrained_model_file_is_told_in_the_notes(model, clip, tmp_path):
+    """The note follows the file's metadata `trained`; what it says (every frame holds the reference pose) is what
+    the untrained network does. The same weights labelled trained=1 capture the same, without the note."""
+    onnx = pytest.importorskip("onnx")
+    from mocap_blender.core.runtime import MocapModel
+    sk = chain_skeleton()
+    ref = R.rotvec_to_matrix(np.random.default_rng(2).normal(0, 0.3, (sk.n_joints, 3)))
+    kw = dict(frame_range=(0, 9), smoothing=0, root_motion=False)
+    shipped, _ = run(capture_steps(model, sk, ref, clip, **kw))
+    assert model.untrained == (model.meta["trained"] == "0")
+    assert shipped.notes == ([UNTRAINED_NOTE] if model.untrained else [])
+    if model.untrained:
+        assert np.degrees(R.geodesic_angle(shipped.raw_rotations, ref[None])).max() < 0.01
+    m = onnx.load(str(MODEL_PATH))
+    (prop,) = [p for p in m.metadata_props if p.key == "trained"]
+    prop.value = "1"
+    onnx.save(m, str(tmp_path / "trained.onnx"))
+    labelled, _ = run(capture_steps(MocapModel(tmp_path / "trained.onnx", threads=1), sk, ref, clip, **kw))
+    assert labelled.notes == []
+    np.testing.assert_allclose(labelled.raw_rotations, shipped.raw_rotations, atol=1e-9)
 
 
 def test_smoothing_keeps_constant_and_reduces_noise():

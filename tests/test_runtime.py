@@ -80,6 +80,12 @@ def test_wrong_rotation_format(tmp_path):
         MocapModel(_with_meta(tmp_path, rotation_format="quaternion"))
 
 
+def test_untrained_is_read_from_the_metadata(tmp_path):
+    assert MocapModel(_with_meta(tmp_path, trained="0")).untrained
+    assert not MocapModel(_with_meta(tmp_path, trained="1")).untrained
+    assert not MocapModel(_with_meta(tmp_path, trained=None)).untrained  # no key: no claim either way
+
+
 def test_bad_frames(model):
     rng = np.random.default_rng(1)
     skel = random_skeleton(4, rng)

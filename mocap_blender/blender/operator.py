@@ -55,6 +55,7 @@ class CaptureJob:
 
 
 def _report_outcome(op, job: CaptureJob) -> None:
+    from ..core.pipeline import WARNING_PREFIX  # loaded by the capture already (cv2 is not needed to register)
     out = job.outcome
     secs = time.perf_counter() - job.started
     n = out.result.n_frames
@@ -62,7 +63,7 @@ def _report_outcome(op, job: CaptureJob) -> None:
                         f"(frames {out.frame_start}-{out.frame_start + n - 1}, {secs:.1f} s, "
                         f"{n / max(secs, 1e-9):.0f} frames/s)")
     for note in out.notes:
-        op.report({'INFO'}, note)
+        op.report({'WARNING'} if note.startswith(WARNING_PREFIX) else {'INFO'}, note)
 
 
 class MOCAP_OT_capture_video(bpy.types.Operator):

@@ -36,6 +36,12 @@ from .video import VideoReader
 # preprocess.FRONT_CAMERA_ROTATION (camera directions -> armature).
 FRONT_CAM_FROM_ARMATURE = preprocess.FRONT_CAMERA_ROTATION.T.copy()
 
+# A note starting with this is a warning: the operator reports it as one, the batch command prints it as it is.
+WARNING_PREFIX = "Warning: "
+UNTRAINED_NOTE = (WARNING_PREFIX + "the model file is the untrained network (metadata trained=0): every frame holds "
+                  "the reference pose. Only a trained model file in place of mocap_blender/weights/mocap.onnx "
+                  "captures motion.")
+
 
 @dataclass
 class CaptureResult:
@@ -50,7 +56,7 @@ class CaptureResult:
     frame_first: int
     root_location: np.ndarray | None = None  # (F, 3) root bone location channel (smoothed) or None
     raw_root_location: np.ndarray | None = None
-    notes: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # for the user; warnings start with WARNING_PREFIX
 
     @property
     def n_frames(self) -> int:
@@ -93,7 +99,8 @@ def capture_steps(model, skeleton: Skeleton, ref_rot, video_path, *, ref_video_f
     """Generator: yields (done, total, message), returns CaptureResult.
 
     model: `runtime.MocapModel` (its `predict`, `root_translation`, `input_size`, `window_length`, `max_joints`,
-    `config`). ref_rot (J, 3, 3): the reference pose's local rotations in skeleton order.
+    `config`, `untrained`: then the result's notes carry UNTRAINED_NOTE).
+    ref_rot (J, 3, 3): the reference pose's local rotations in skeleton order.
     ref_video_frame: the video frame index the reference pose shows (None: it shows none of them).
     cam_from_armature (3, 3): rotation taking armature-space directions to the camera frame (default: front).
     frame_range: inclusive video frame indices (first, last); default the whole clip.
@@ -187,7 +194,8 @@ def capture_steps(model, skeleton: Skeleton, ref_rot, video_path, *, ref_video_f
     loc = None if raw_loc is None else S.smooth_positions(raw_loc, smoothing)
     return CaptureResult(names=skeleton.names, rotations=smoothed, raw_rotations=raw, confidence=conf,
                          root_orientation_cam=root_cam, heads_cam=heads, fps=reader.fps, frame_first=first,
-                         root_location=loc, raw_root_location=raw_loc)
+                         root_location=loc, raw_root_location=raw_loc,
+                         notes=[UNTRAINED_NOTE] if getattr(model, "untrained", False) else [])
 
 
 def capture(*args, **kwargs) -> CaptureResult:

@@ -62,6 +62,13 @@ class MocapModel:
             raise MocapError(f"The model file {path.name} lacks inputs {sorted(missing)}; it does not match this "
                              "version of the extension. Reinstall the extension.")
 
+    @property
+    def untrained(self) -> bool:
+        """True when the file's metadata says `trained` = "0" (`models/export.py --untrained`): the network's weights
+        are its initial ones, and every frame comes out as the reference pose. The export command always writes the
+        key ("1" from a checkpoint); a file without it claims neither, so it does not count as untrained."""
+        return self.meta.get("trained", "").strip() == "0"
+
     def _check_meta(self) -> None:
         m, name = self.meta, self.path.name
         lost = [k for k in REQUIRED_META if k not in m]
