@@ -244,6 +244,8 @@ def _mesh_reach(arm_ob, meshes, bl_names, names, rot0, root0, full0, pts0):
     import bpy
 
     from mocap_blender.core.rotations import matrix_to_quat, orthonormalize
+
+    from . import render
     pbs = arm_ob.pose.bones
     B = len(pbs)
     idx = np.array([bl_names.index(n) for n in names])
@@ -257,17 +259,7 @@ def _mesh_reach(arm_ob, meshes, bl_names, names, rot0, root0, full0, pts0):
     pbs.foreach_set("scale", np.ones(B * 3))
     arm_ob.update_tag()
     bpy.context.view_layer.update()
-    dg = bpy.context.evaluated_depsgraph_get()
-    verts = []
-    for ob in meshes:
-        ev = ob.evaluated_get(dg)
-        me = ev.to_mesh()
-        co = np.zeros(len(me.vertices) * 3, np.float32)
-        me.vertices.foreach_get("co", co)
-        m = np.array(ev.matrix_world)
-        verts.append(co.reshape(-1, 3) @ m[:3, :3].T + m[:3, 3])
-        ev.to_mesh_clear()
-    v = np.concatenate(verts)
+    v = render.evaluated_vertices(meshes)
     v = v[:: max(1, len(v) // 4000)]
     dmin = np.min(np.linalg.norm(v[:, None] - pts0[None], axis=-1), axis=1)
     return float(np.percentile(dmin, 99.5))

@@ -461,6 +461,24 @@ def render_clip(rig: Rig, motion: Motion, seed: int, size: int = 160, engine: st
     return d
 
 
+def evaluated_vertices(meshes, space=None) -> np.ndarray:
+    """The deformed (evaluated) vertices of `meshes` on the current pose, world space (V, 3), or carried by the
+    4x4 matrix `space` (e.g. the inverse of the armature's matrix_world: armature space)."""
+    dg = bpy.context.evaluated_depsgraph_get()
+    out = []
+    for ob in meshes:
+        ev = ob.evaluated_get(dg)
+        me = ev.to_mesh()
+        co = np.zeros(len(me.vertices) * 3, np.float32)
+        me.vertices.foreach_get("co", co)
+        m = np.array(ev.matrix_world, np.float64)
+        if space is not None:
+            m = np.asarray(space, np.float64) @ m
+        out.append(co.reshape(-1, 3).astype(np.float64) @ m[:3, :3].T + m[:3, 3])
+        ev.to_mesh_clear()
+    return np.concatenate(out)
+
+
 def _world_bvh(meshes, depsgraph):
     """BVH of the evaluated (posed) meshes in world space."""
     verts, polys, off = [], [], 0

@@ -1,0 +1,410 @@
+"""Probe: fit the rig's own skinned mesh to the video, frame by frame, from the matched reference frame.
+
+Every learned image reader so far (stage 1, the patch tracker, the bone-turn reader) has stayed level with "hold"
+as rotations, and image positions alone cannot meet the targets: depth and twist have to be read from the pictures
+(models/README.md). This probe reads them without learning anything, by analysis by synthesis with the body the
+user's armature already deforms. On the reference frame (the user posed the rig to match it) every visible surface
+point of the mesh gets the video's colour there. On each following frame the local rotations are searched
+(gradient descent, started from the last frame's) so that the surface points, skinned and projected, land on
+pixels of their own colour again. Foreshortening, which parts hide which, and the silhouette against the background
+all enter through that one photometric loss.
+
+    python -m models.probe_mesh_fit dump --data data/eval --out data/eval_mesh     # Blender: meshes of the clips
+    python -m models.probe_mesh_fit fit --data data/eval --mesh data/eval_mesh [--max-clips 40]
+
+`dump` rebuilds each clip's scene from its seed (the data engine's own code, stopped before it renders more than one
+frame), and stores the mesh's surface points (polygon centres, armature space at rest), their normals and skin
+weights per skeleton bone (a weight on a bone outside the skeleton goes to its nearest ancestor in it). It checks
+the skinning against Blender's own deformed mesh on the clip's first frame.
+
+`fit` scores, with the matched reference (frame 0) and the true root (orientation and place) given as in the other
+probes, the fitted local rotations beside hold. A probe of what the video holds, not part of the product.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+
+K_SKIN = 4  # skin weights kept per surface point
+
+
+# ----------------------------------------------------------------------------------------------- dump (Blender)
+
+class _Captured(Exception):
+    def __init__(self, data):
+        super().__init__("captured")
+        self.data = data
+
+
+def _skeleton_bone(arm_ob, names):
+    """-> {Blender bone name: skeleton index}: a bone outside the skeleton goes to its nearest ancestor in it
+    (the root if it has none)."""
+    index = {n: i for i, n in enumerate(names)}
+    out = {}
+    for b in arm_ob.data.bones:
+        a = b
+        while a is not None and a.name not in index:
+            a = a.parent
+        out[b.name] = index[a.name] if a is not None else 0
+    return out
+
+
+def mesh_samples(arm_ob, meshes, names, corners: bool = False):
+    """Surface points of `meshes` (polygon centres), armature space at rest: points (P,3), normals (P,3),
+    skin_idx (P,K) skeleton bones, skin_w (P,K); and per vertex (V,3) rest points, (V,J) weights for the check."""
+    to_bone = _skeleton_bone(arm_ob, names)
+    deform = {b.name for b in arm_ob.data.bones if b.use_deform}
+    J = len(names)
+    a_inv = np.linalg.inv(np.array(arm_ob.matrix_world, np.float64))
+    pts, nrm, idx, wts, all_v, all_w = [], [], [], [], [], []
+    for ob in meshes:
+        me = ob.data
+        m = a_inv @ np.array(ob.matrix_world, np.float64)
+        n = len(me.vertices)
+        co = np.zeros(n * 3, np.float32)
+        me.vertices.foreach_get("co", co)
+        v = co.reshape(n, 3).astype(np.float64) @ m[:3, :3].T + m[:3, 3]
+        groups = {g.index: g.name for g in ob.vertex_groups}
+        w = np.zeros((n, J))
+        for vert in me.vertices:
+            for g in vert.groups:
+                name = groups.get(g.group)
+                if name in deform and g.weight > 0:
+                    w[vert.index, to_bone[name]] += g.weight
+        tot = w.sum(1, keepdims=True)
+        w = np.where(tot > 0, w / np.maximum(tot, 1e-12), np.eye(J)[0])  # unweighted: moves with the root
+        all_v.append(v)
+        all_w.append(w)
+        nm = np.linalg.inv(m[:3, :3]).T
+        for p in me.polygons:
+            vs = list(p.vertices)
+            nn_ = np.asarray(p.normal, np.float64) @ nm.T
+            centre, cw = v[vs].mean(0), w[vs].mean(0)
+            # the centre, and with `corners` also half-way from it to each corner (colours are per face)
+            for q, pw in [(centre, cw)] + ([(0.5 * (centre + v[k]), 0.5 * (cw + w[k])) for k in vs] if corners else []):
+                pts.append(q)
+                nrm.append(nn_ / max(np.linalg.norm(nn_), 1e-12))
+                top = np.argsort(-pw)[:K_SKIN]
+                idx.append(top)
+                wts.append(pw[top] / pw[top].sum())
+    return (np.array(pts), np.array(nrm), np.array(idx), np.array(wts), np.concatenate(all_v),
+            np.concatenate(all_w))
+
+
+def dump_clip(seed: int, size: int, frames: int, real_fraction: float, frame0=None, corners: bool = False) -> dict:
+    """Rebuild clip `seed`'s scene with the data engine and return its mesh samples (imports bpy); `frame0`, the
+    stored clip's first frame, is compared with the rebuilt one (`frame0_diff`, mean absolute grey levels)."""
+    from mocap_blender.core.skeleton import Skeleton, forward_kinematics
+    from .data import generate, render
+    original = render.animate_and_render
+
+    def capture(sc, arm_ob, meshes, names, bl_names, basis_rot, root_loc, other_basis, cam_world, K, focal, size_,
+                tol, **kw):
+        ob1 = None if other_basis is None else other_basis[:1]
+        d = original(sc, arm_ob, meshes, names, bl_names, basis_rot[:1], root_loc[:1], ob1, cam_world[:1], K, focal,
+                     size_, tol, **kw)  # one frame: the scene is left posed on the clip's first frame
+        pts, nrm, idx, wts, v, w = mesh_samples(arm_ob, meshes, names, corners)
+        rest, tails, _ = render._read_bones(arm_ob, names)
+        parents = [names.index(arm_ob.data.bones[n].parent.name) if arm_ob.data.bones[n].parent else -1
+                   for n in names]
+        skel = Skeleton.from_arrays(names, parents, rest.astype(np.float64), tails.astype(np.float64))
+        pose = forward_kinematics(skel, d["basis_rot"].astype(np.float64), d["root_loc"].astype(np.float64))[0]
+        mats = pose @ np.linalg.inv(skel.rest)  # (J, 4, 4) rest -> posed, armature space
+        ours = np.einsum("vj,jab,vb->va", w, mats[:, :3, :3], v) + w @ mats[:, :3, 3]
+        theirs = render.evaluated_vertices(meshes, np.linalg.inv(np.array(arm_ob.matrix_world, np.float64)))
+        err = np.linalg.norm(ours - theirs, axis=1) / skel.height if len(theirs) == len(ours) else np.array([np.inf])
+        raise _Captured(dict(points=pts.astype(np.float32), normals=nrm.astype(np.float32),
+                             skin_idx=idx.astype(np.int32), skin_w=wts.astype(np.float32),
+                             skin_err_mean=np.float64(err.mean()), skin_err_max=np.float64(err.max()),
+                             seed=np.int64(seed), frame0_diff=np.float64(
+                                 np.nan if frame0 is None else np.abs(d["frames"][0] - frame0.astype(float)).mean())))
+
+    render.animate_and_render = capture
+    try:
+        generate.make_clip(seed, size=size, frames=frames, real_fraction=real_fraction)
+    except _Captured as c:
+        return c.data
+    finally:
+        render.animate_and_render = original
+    raise RuntimeError(f"clip {seed}: the data engine never posed a body")
+
+
+def dump(data: Path, out: Path, real_fraction: float, max_clips: int | None, corners: bool = False):
+    out.mkdir(parents=True, exist_ok=True)
+    paths = sorted(data.glob("clip_*.npz"))[:max_clips]
+    for k, p in enumerate(paths):
+        target = out / p.name
+        if target.exists():
+            continue
+        d = np.load(p)
+        t0 = time.time()
+        m = dump_clip(int(d["seed"]), int(d["frames"].shape[1]), int(d["frames"].shape[0]), real_fraction, d["frames"][0], corners)
+        np.savez_compressed(target, **m)
+        print(f"[{k + 1}/{len(paths)}] {p.name} {str(d['source'])[:40]:<40} P={len(m['points'])} skin error "
+              f"mean {m['skin_err_mean']:.2e} max {m['skin_err_max']:.2e} (of height), frame 0 off by {m['frame0_diff']:.2f} {time.time() - t0:.1f} s",
+              flush=True)
+
+
+# ----------------------------------------------------------------------------------------------- fit (PyTorch)
+
+def rodrigues(w):
+    """Axis-angle (..., 3) -> rotation matrices (..., 3, 3), smooth at zero."""
+    import torch
+    th2 = (w * w).sum(-1, keepdim=True)[..., None]  # (..., 1, 1)
+    th = torch.sqrt(th2 + 1e-12)
+    x, y, z = w.unbind(-1)
+    o = torch.zeros_like(x)
+    k = torch.stack([o, -z, y, z, o, -x, -y, x, o], -1).reshape(w.shape[:-1] + (3, 3))
+    a = torch.where(th2 < 1e-8, 1 - th2 / 6, torch.sin(th) / th)
+    b = torch.where(th2 < 1e-8, 0.5 - th2 / 24, (1 - torch.cos(th)) / th2.clamp_min(1e-12))
+    return torch.eye(3, dtype=w.dtype) + a * k + b * (k @ k)
+
+
+def depth_levels(parents) -> list:
+    """Joint indices grouped by depth (the root alone first)."""
+    depth = np.zeros(len(parents), int)
+    for j in range(1, len(parents)):
+        depth[j] = depth[parents[j]] + 1
+    return [np.flatnonzero(depth == d) for d in range(depth.max() + 1)]
+
+
+class MeshFit:
+    """One clip's skinned surface points, camera and reference colours; poses them and scores frames."""
+
+    def __init__(self, clip, shard, mesh, zbin: float = 1.0):
+        import torch
+        self.t = torch
+        f = lambda a: torch.as_tensor(np.asarray(a, np.float64))
+        sk = clip.skel
+        self.parents, self.levels = sk.parents, depth_levels(sk.parents)
+        self.rest_rel, self.rest_inv = f(sk.rest_relative), f(np.linalg.inv(sk.rest))
+        self.root_loc = f(shard["root_loc"])
+        aw = shard["armature_world"].astype(np.float64)
+        self.cam = f(np.linalg.inv(shard["cam_world"].astype(np.float64)) @ aw)  # (T, 4, 4) armature -> Blender cam
+        self.K = shard["K"].astype(np.float64)
+        self.size = int(shard["frames"].shape[1])
+        self.pts, self.nrm = f(mesh["points"]), f(mesh["normals"])
+        self.idx, self.w = torch.as_tensor(mesh["skin_idx"].astype(np.int64)), f(mesh["skin_w"])
+        self.zbin = zbin
+        self.frames = torch.as_tensor(shard["frames"]).permute(0, 3, 1, 2).double() / 255.0  # (T, 3, S, S)
+        self.height = sk.height * float(np.cbrt(np.linalg.det(aw[:3, :3])))  # world units
+
+    def pose(self, rot, t: int):
+        """Local rotations (J, 3, 3) of frame t -> armature-space bone matrices (J, 4, 4)."""
+        torch = self.t
+        J = rot.shape[0]
+        basis = torch.zeros(J, 4, 4, dtype=rot.dtype)
+        basis[:, :3, :3] = rot
+        basis[:, 3, 3] = 1
+        basis[0, :3, 3] = self.root_loc[t]
+        local = self.rest_rel @ basis
+        out = [None] * J
+        out[0] = local[0]
+        for lv in self.levels[1:]:
+            par = torch.stack([out[p] for p in self.parents[lv]])
+            for j, m in zip(lv, par @ local[lv]):
+                out[j] = m
+        return torch.stack(out)
+
+    def project(self, rot, t: int):
+        """-> pixel coordinates (P, 2), depth (P,), facing the camera (P,) bool."""
+        torch = self.t
+        m = self.pose(rot, t) @ self.rest_inv  # (J, 4, 4) rest -> posed
+        mk = m[self.idx]  # (P, K, 4, 4)
+        p = (self.w[..., None] * ((mk[..., :3, :3] @ self.pts[:, None, :, None])[..., 0] + mk[..., :3, 3])).sum(1)
+        n = (self.w[..., None] * (mk[..., :3, :3] @ self.nrm[:, None, :, None])[..., 0]).sum(1)
+        c = self.cam[t]
+        pc = p @ c[:3, :3].T + c[:3, 3]  # Blender camera: looks along -Z
+        z = -pc[:, 2]
+        u = self.K[0, 0] * pc[:, 0] / z + self.K[0, 2]
+        v = self.K[1, 1] * -pc[:, 1] / z + self.K[1, 2]
+        facing = ((n @ c[:3, :3].T) * pc).sum(-1) < 0  # the normal points towards the camera centre
+        return torch.stack([u, v], -1), z, facing
+
+    def visible(self, uv, z, facing, tol: float):
+        """Facing points not behind another facing point's depth + tol within the same `zbin` px cell (3x3)."""
+        torch = self.t
+        with torch.no_grad():
+            nb = int(np.ceil(self.size / self.zbin)) + 2
+            cell = (uv / self.zbin).floor().long().clamp(-1, nb - 2) + 1
+            key = cell[:, 1] * nb + cell[:, 0]
+            zz = torch.where(facing, z, torch.full_like(z, np.inf))
+            zmin = torch.full((nb * nb,), np.inf, dtype=z.dtype).scatter_reduce(0, key, zz, "amin")
+            zmin = -torch.nn.functional.max_pool2d(-zmin.view(1, 1, nb, nb), 3, 1, 1).view(-1)
+            inside = (uv >= 0).all(-1) & (uv < self.size).all(-1)
+            return facing & inside & (z <= zmin[key] + tol)
+
+    def sample(self, img, uv):
+        """Colours (P, 3) of `img` (3, S, S) at pixel coordinates uv (bilinear)."""
+        g = (uv / self.size * 2 - 1).view(1, 1, -1, 2).to(img.dtype)
+        return self.t.nn.functional.grid_sample(img[None], g, align_corners=False)[0, :, 0].T
+
+
+def blurred(frames, sigma: float):
+    import cv2
+    import torch
+    if sigma <= 0:
+        return frames
+    x = frames.permute(0, 2, 3, 1).numpy()
+    return torch.as_tensor(np.stack([cv2.GaussianBlur(f, (0, 0), sigma) for f in x])).permute(0, 3, 1, 2)
+
+
+def fit_frame(fit: MeshFit, imgs: dict, colours: dict, has, start, t: int, iters=(40, 30), lr: float = 0.03,
+              smooth: float = 0.02, tol: float = 0.03, ref=None, anchor: float = 0.0, shade: float = 1.0,
+              optimizer: str = "adam"):
+    """Local rotations (J, 3, 3) of frame t, searched from `start` (its root rotation is kept): each bone turns by an
+    axis-angle so that the surface points coloured on the reference frame (`colours[sigma]`, where `has`) land on
+    their colours in `imgs[sigma][t]`, coarse (large sigma) to fine, against a pull (`smooth`) back to `start` and
+    one (`anchor`, chordal) towards the reference pose `ref`, which keeps what the pictures do not show as held.
+    `optimizer` "adam" (steps of `lr`) or "lbfgs" (`iters` iterations per level, strong Wolfe line search)."""
+    torch = fit.t
+    J = start.shape[0]
+    mask = torch.ones(J, 1, dtype=torch.float64)
+    mask[0] = 0
+    w = torch.zeros(J, 3, dtype=torch.float64, requires_grad=True)
+
+    def objective(s, vis):
+        rot = start @ rodrigues(w * mask)
+        uv, z, facing = fit.project(rot, t)
+        d = appearance(fit.sample(imgs[s][t], uv), shade) - appearance(colours[s], shade)
+        photo = torch.sqrt(d * d + 1e-4).sum(-1)
+        loss = (photo * vis).sum() / vis.sum().clamp_min(1) + smooth * (w * w).sum()
+        if anchor:
+            loss = loss + anchor * ((rot - ref)[1:] ** 2).sum()
+        return loss, (uv, z, facing)
+
+    def visibility():
+        with torch.no_grad():
+            uv, z, facing = fit.project(start @ rodrigues(w * mask), t)
+            return fit.visible(uv, z, facing, tol * fit.height) & has
+
+    if optimizer == "lbfgs":
+        for s, n_it in zip(imgs, iters):
+            vis = visibility()
+            opt = torch.optim.LBFGS([w], lr=1.0, max_iter=n_it, line_search_fn="strong_wolfe")
+
+            def closure():
+                opt.zero_grad()
+                loss = objective(s, vis)[0]
+                loss.backward()
+                return loss
+            opt.step(closure)
+    else:
+        opt = torch.optim.Adam([w], lr=lr)
+        for s, n_it in zip(imgs, iters):
+            for it in range(n_it):
+                if it % 10 == 0:
+                    vis = visibility()
+                opt.zero_grad()
+                objective(s, vis)[0].backward()
+                opt.step()
+    with torch.no_grad():
+        return start @ rodrigues(w * mask)
+
+
+def appearance(rgb, shade: float):
+    """(P, 3) colours -> what is compared: `shade` 1 keeps them as they are; 0 keeps only their direction in RGB
+    (the hue and saturation, which shading changes little), scaled to the colour's own brightness in between."""
+    if shade >= 1:
+        return rgb
+    n = rgb.norm(dim=-1, keepdim=True)
+    return rgb / (n + 0.05) * (shade * n + (1 - shade) * 0.6)
+
+
+def reference_colours(fit: MeshFit, ref_rot, window: int, sigmas, tol: float = 0.03):
+    """Blurred frames {sigma: (T, 3, S, S)}, the surface points' colours on frame 0 under `ref_rot`, and which
+    points frame 0 shows."""
+    torch = fit.t
+    imgs = {s: blurred(fit.frames[:window], s * fit.size / 160) for s in sigmas}  # sigmas: px of a 160 px frame
+    uv0, z0, f0 = fit.project(torch.as_tensor(ref_rot, dtype=torch.float64), 0)
+    has = fit.visible(uv0, z0, f0, tol * fit.height)
+    return imgs, {s: fit.sample(imgs[s][0], uv0).detach() for s in sigmas}, has
+
+
+def fit_window(fit: MeshFit, ref_rot, true_root, window: int, sigmas=(2.0, 1.0), velocity: bool = False, **kw):
+    """Track local rotations (window, J, 3, 3) from frame 0 (given: `ref_rot`) frame by frame; the root's rotation
+    is given on every frame (`true_root`, (window, 3, 3)). `velocity`: start each frame from the last one turned
+    once more by the last frame's turn."""
+    torch = fit.t
+    imgs, colours, has = reference_colours(fit, ref_rot, window, sigmas, kw.get("tol", 0.03))
+    kw.setdefault("iters", (30,) * len(sigmas))
+    out = [torch.as_tensor(ref_rot, dtype=torch.float64)]
+    for t in range(1, window):
+        start = out[-1].clone()
+        if velocity and t >= 2:
+            start = start @ (out[-2].transpose(-1, -2) @ out[-1])
+        start[0] = torch.as_tensor(true_root[t])
+        out.append(fit_frame(fit, imgs, colours, has, start, t, ref=out[0], **kw))
+    return torch.stack(out).numpy()
+
+
+def fit_probe(data: Path, mesh_dir: Path, max_clips: int | None, window: int, threads: int, **kw):
+    from collections import defaultdict
+
+    import torch
+
+    from mocap_blender.core import metrics
+    from .evaluate import load_eval
+    torch.set_num_threads(threads)
+    clips, sources = load_eval([data], max_clips)
+    acc = defaultdict(list)
+    t_all = time.time()
+    for i, c in enumerate(clips):
+        group = "real" if sources[i] != "procedural" else "procedural"
+        shard, mesh = np.load(c.path), np.load(mesh_dir / c.path.name)
+        w = min(window, c.n_frames)
+        truth = c.basis[:w]
+        t0 = time.time()
+        rot = fit_window(MeshFit(c, shard, mesh), truth[0], truth[:, 0], w, **kw)
+        hold = np.repeat(truth[:1], w, 0)
+        hold[:, 0] = truth[:, 0]
+        row = []
+        for tag, r in (("hold", hold), ("mesh fit", rot)):
+            e = metrics.rotation_errors(r, truth)
+            acc[(group, tag, "moving")].append(e["moving"])
+            acc[(group, tag, "all")].append(e["all"])
+            row.append(f"{tag} {e['moving'][0]:.2f}")
+        print(f"  [{i + 1}/{len(clips)}] {c.name} {group:<10} J={c.n_joints:<3} P={len(mesh['points']):<5} "
+              f"{', '.join(row)} ({time.time() - t0:.0f} s)", flush=True)
+    print(f"\nmatched reference (frame 0), true root given; {len(clips)} clips, {time.time() - t_all:.0f} s")
+    print(f"{'group':<11}{'method':<12}{'moving°':>9}{'all°':>8}")
+    for group in ("procedural", "real"):
+        for m in ("hold", "mesh fit"):
+            if acc[(group, m, "moving")]:
+                print(f"{group:<11}{m:<12}" + "".join(f"{metrics.pool(acc[(group, m, col)]):>{wd}.2f}"
+                                                     for col, wd in (("moving", 9), ("all", 8))))
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    dp = sub.add_parser("dump", help="store each clip's mesh samples (runs Blender through bpy)")
+    dp.add_argument("--data", type=Path, required=True)
+    dp.add_argument("--out", type=Path, required=True)
+    dp.add_argument("--real-fraction", type=float, default=0.3, help="as the clips were generated with")
+    dp.add_argument("--max-clips", type=int)
+    dp.add_argument("--corners", action="store_true", help="also sample half-way to each corner of every face")
+    fp = sub.add_parser("fit", help="fit the meshes to the clips and score the rotations beside hold")
+    fp.add_argument("--data", type=Path, required=True)
+    fp.add_argument("--mesh", type=Path, required=True, help="the dump's --out")
+    fp.add_argument("--max-clips", type=int)
+    fp.add_argument("--window", type=int, default=32)
+    fp.add_argument("--threads", type=int, default=2)
+    fp.add_argument("--lr", type=float, default=0.03)
+    fp.add_argument("--smooth", type=float, default=0.1, help="weight of the pull towards the last frame's pose")
+    fp.add_argument("--anchor", type=float, default=0.05, help="weight of the pull towards the reference pose")
+    fp.add_argument("--sigmas", type=float, nargs="+", default=[4.0, 2.0, 1.0], help="blur, coarse to fine (px)")
+    fp.add_argument("--iters", type=int, default=30, help="steps per blur level and frame")
+    a = ap.parse_args(argv)
+    if a.cmd == "dump":
+        dump(a.data, a.out, a.real_fraction, a.max_clips, a.corners)
+    else:
+        fit_probe(a.data, a.mesh, a.max_clips, a.window, a.threads, lr=a.lr, smooth=a.smooth, anchor=a.anchor,
+                  sigmas=tuple(a.sigmas), iters=(a.iters,) * len(a.sigmas))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,83 @@
+"""models/probe_mesh_fit.py: the dumped surface points are skinned as Blender skins the body, land on the rendered
+body when projected, and the fit's pieces (axis-angle, forward kinematics) agree with the core."""
+import numpy as np
+import pytest
+
+pytest.importorskip("bpy")
+torch = pytest.importorskip("torch")
+
+from mocap_blender.core import rotations as R  # noqa: E402
+from mocap_blender.core.skeleton import forward_kinematics  # noqa: E402
+from models.data.generate import make_clip, write_shard  # noqa: E402
+from models.probe_mesh_fit import MeshFit, depth_levels, dump_clip, reference_colours, rodrigues  # noqa: E402
+
+SEED, SIZE, FRAMES = 11, 128, 6
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    from models.train import Clip
+    path = tmp_path_factory.mktemp("mesh") / f"clip_{SEED:010d}.npz"
+    shard = make_clip(SEED, SIZE, FRAMES)
+    write_shard(path, shard)
+    mesh = dump_clip(SEED, SIZE, FRAMES, 0.0, shard["frames"][0])
+    return Clip(path), np.load(path), mesh
+
+
+def test_rodrigues_matches_the_core():
+    w = np.random.default_rng(0).normal(0, 1, (20, 3))
+    w[0] = 0.0
+    w[1] = [1e-6, 0, 0]
+    np.testing.assert_allclose(rodrigues(torch.as_tensor(w)).numpy(), R.rotvec_to_matrix(w), atol=1e-12)
+
+
+def test_depth_levels_put_parents_first():
+    parents = np.array([-1, 0, 1, 0, 3, 4, 2])
+    levels = depth_levels(parents)
+    assert [list(lv) for lv in levels] == [[0], [1, 3], [2, 4], [5, 6]]
+
+
+def test_dumped_skin_is_blenders_and_the_scene_is_the_clips(clip):
+    _, _, mesh = clip
+    assert mesh["frame0_diff"] == 0.0  # the rebuilt scene renders the stored first frame exactly
+    assert mesh["skin_err_max"] < 1e-5  # our skinning of the vertices = Blender's deformed mesh (of the height)
+    assert len(mesh["points"]) > 100
+    np.testing.assert_allclose(np.linalg.norm(mesh["normals"], axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(mesh["skin_w"].sum(1), 1.0, atol=1e-5)
+
+
+def test_pose_and_projection_match_the_truth(clip):
+    c, shard, mesh = clip
+    fit = MeshFit(c, shard, mesh)
+    want = forward_kinematics(c.skel, c.basis, shard["root_loc"].astype(np.float64))
+    for t in (0, FRAMES - 1):
+        got = fit.pose(torch.as_tensor(c.basis[t]), t).numpy()
+        np.testing.assert_allclose(got, want[t], atol=1e-9)
+    # points placed on the bone heads, each skinned to its own bone, project onto the stored joints2d
+    heads = {"points": c.skel.heads.astype(np.float64), "normals": np.tile([0.0, 0, 1], (c.n_joints, 1)),
+             "skin_idx": np.arange(c.n_joints)[:, None], "skin_w": np.ones((c.n_joints, 1))}
+    at_heads = MeshFit(c, shard, heads)
+    for t in range(FRAMES):
+        uv, _, _ = at_heads.project(torch.as_tensor(c.basis[t]), t)
+        np.testing.assert_allclose(uv.numpy(), shard["joints2d"][t], atol=1e-3)
+
+
+def test_points_keep_their_colours_under_the_true_pose(clip):
+    """The surface points the reference frame shows keep their colours on a later frame under that frame's true
+    pose better than under the reference pose carried by the root (hold). Shading changes them too: the objective
+    cannot be exact."""
+    c, shard, mesh = clip
+    fit = MeshFit(c, shard, mesh)
+    imgs, colours, has = reference_colours(fit, c.basis[0], FRAMES, (0.0,))
+    assert has.sum() > 30
+    t = FRAMES - 1
+    uv, _, _ = fit.project(torch.as_tensor(c.basis[t]), t)
+    again = fit.sample(imgs[0.0][t], uv)[has]
+    hold = c.basis[0].copy()
+    hold[0] = c.basis[t, 0]
+    uv_h, _, _ = fit.project(torch.as_tensor(hold), t)
+    held = fit.sample(imgs[0.0][t], uv_h)[has]
+    err_true = (again - colours[0.0][has]).abs().sum(1).mean()
+    err_hold = (held - colours[0.0][has]).abs().sum(1).mean()
+    print(f"colour change, sum over RGB: true pose {err_true:.3f}, hold {err_hold:.3f}")
+    assert err_true < 0.8 * err_hold
