@@ -141,11 +141,12 @@ def dump(data: Path, out: Path, real_fraction: float, max_clips: int | None, cor
             continue
         d = np.load(p)
         t0 = time.time()
-        m = dump_clip(int(d["seed"]), int(d["frames"].shape[1]), int(d["frames"].shape[0]), real_fraction, d["frames"][0], corners)
+        m = dump_clip(int(d["seed"]), int(d["frames"].shape[1]), int(d["frames"].shape[0]), real_fraction,
+                      d["frames"][0], corners)
         np.savez_compressed(target, **m)
         print(f"[{k + 1}/{len(paths)}] {p.name} {str(d['source'])[:40]:<40} P={len(m['points'])} skin error "
-              f"mean {m['skin_err_mean']:.2e} max {m['skin_err_max']:.2e} (of height), frame 0 off by {m['frame0_diff']:.2f} {time.time() - t0:.1f} s",
-              flush=True)
+              f"mean {m['skin_err_mean']:.2e} max {m['skin_err_max']:.2e} (of height), frame 0 off by "
+              f"{m['frame0_diff']:.2f} {time.time() - t0:.1f} s", flush=True)
 
 
 # ----------------------------------------------------------------------------------------------- fit (PyTorch)
@@ -224,6 +225,12 @@ class MeshFit:
         facing = ((n @ c[:3, :3].T) * pc).sum(-1) < 0  # the normal points towards the camera centre
         return torch.stack([u, v], -1), z, facing
 
+    def head_depths(self, rot, t: int):
+        """Depth of every bone head along the camera's axis, relative to the root's, / the height (J,)."""
+        heads = self.pose(rot, t)[:, :3, 3]
+        z = -(heads @ self.cam[t, :3, :3].T)[:, 2]
+        return (z - z[0]) / self.height
+
     def visible(self, uv, z, facing, tol: float):
         """Facing points not behind another facing point's depth + tol within the same `zbin` px cell (3x3)."""
         torch = self.t
@@ -252,19 +259,25 @@ def blurred(frames, sigma: float):
     return torch.as_tensor(np.stack([cv2.GaussianBlur(f, (0, 0), sigma) for f in x])).permute(0, 3, 1, 2)
 
 
-def fit_frame(fit: MeshFit, imgs: dict, colours: dict, has, start, t: int, iters=(40, 30), lr: float = 0.03,
-              smooth: float = 0.02, tol: float = 0.03, ref=None, anchor: float = 0.0, shade: float = 1.0,
-              optimizer: str = "adam"):
+def fit_frame(fit: MeshFit, imgs: dict, colours: dict, has, start, t: int, iters=(15, 15, 15), lr: float = 0.03,
+              smooth: float = 0.1, tol: float = 0.03, ref=None, anchor: float = 0.0, shade: float = 0.3,
+              optimizer: str = "lbfgs", depth: float = 0.0):
     """Local rotations (J, 3, 3) of frame t, searched from `start` (its root rotation is kept): each bone turns by an
     axis-angle so that the surface points coloured on the reference frame (`colours[sigma]`, where `has`) land on
     their colours in `imgs[sigma][t]`, coarse (large sigma) to fine, against a pull (`smooth`) back to `start` and
     one (`anchor`, chordal) towards the reference pose `ref`, which keeps what the pictures do not show as held.
-    `optimizer` "adam" (steps of `lr`) or "lbfgs" (`iters` iterations per level, strong Wolfe line search)."""
+    `optimizer` "adam" (steps of `lr`) or "lbfgs" (`iters` iterations per level, strong Wolfe line search).
+    `depth`: weight of a pull of every head's depth (camera frame, relative to the root, / height) towards the
+    reference pose's carried by the root: the depth the pictures show least."""
     torch = fit.t
     J = start.shape[0]
     mask = torch.ones(J, 1, dtype=torch.float64)
     mask[0] = 0
     w = torch.zeros(J, 3, dtype=torch.float64, requires_grad=True)
+    if depth:
+        held = ref.clone()
+        held[0] = start[0]
+        z_held = fit.head_depths(held, t).detach()
 
     def objective(s, vis):
         rot = start @ rodrigues(w * mask)
@@ -274,6 +287,8 @@ def fit_frame(fit: MeshFit, imgs: dict, colours: dict, has, start, t: int, iters
         loss = (photo * vis).sum() / vis.sum().clamp_min(1) + smooth * (w * w).sum()
         if anchor:
             loss = loss + anchor * ((rot - ref)[1:] ** 2).sum()
+        if depth:
+            loss = loss + depth * ((fit.head_depths(rot, t) - z_held) ** 2).sum()
         return loss, (uv, z, facing)
 
     def visibility():
@@ -324,58 +339,75 @@ def reference_colours(fit: MeshFit, ref_rot, window: int, sigmas, tol: float = 0
     return imgs, {s: fit.sample(imgs[s][0], uv0).detach() for s in sigmas}, has
 
 
-def fit_window(fit: MeshFit, ref_rot, true_root, window: int, sigmas=(2.0, 1.0), velocity: bool = False, **kw):
-    """Track local rotations (window, J, 3, 3) from frame 0 (given: `ref_rot`) frame by frame; the root's rotation
-    is given on every frame (`true_root`, (window, 3, 3)). `velocity`: start each frame from the last one turned
-    once more by the last frame's turn."""
+def fit_window(fit: MeshFit, ref_rot, true_root, window: int, sigmas=(4.0, 2.0, 1.0), **kw):
+    """Track local rotations (window, J, 3, 3) from frame 0 (given: `ref_rot`) frame by frame, each frame started
+    from the last one's; the root's rotation is given on every frame (`true_root`, (window, 3, 3))."""
     torch = fit.t
     imgs, colours, has = reference_colours(fit, ref_rot, window, sigmas, kw.get("tol", 0.03))
-    kw.setdefault("iters", (30,) * len(sigmas))
+    kw.setdefault("iters", (15,) * len(sigmas))
     out = [torch.as_tensor(ref_rot, dtype=torch.float64)]
     for t in range(1, window):
         start = out[-1].clone()
-        if velocity and t >= 2:
-            start = start @ (out[-2].transpose(-1, -2) @ out[-1])
         start[0] = torch.as_tensor(true_root[t])
         out.append(fit_frame(fit, imgs, colours, has, start, t, ref=out[0], **kw))
     return torch.stack(out).numpy()
 
 
-def fit_probe(data: Path, mesh_dir: Path, max_clips: int | None, window: int, threads: int, **kw):
+def joint_pixels(clip, shard, rot) -> tuple:
+    """Heads and tails (T, J, 2) pixels of the local rotations `rot` (T, J, 3, 3) on the clip's root location."""
+    from mocap_blender.core.skeleton import forward_kinematics, pose_tails
+    t = len(rot)
+    pose = forward_kinematics(clip.skel, rot, shard["root_loc"][:t].astype(np.float64))
+    aw = shard["armature_world"].astype(np.float64)
+    cam = np.linalg.inv(shard["cam_world"][:t].astype(np.float64)) @ aw  # (T, 4, 4) armature -> Blender camera
+    K = shard["K"].astype(np.float64)
+    out = []
+    for p in (pose[..., :3, 3], pose_tails(clip.skel, pose)):
+        pc = np.einsum("tab,tjb->tja", cam[:, :3, :3], p) + cam[:, None, :3, 3]
+        z = -pc[..., 2]
+        out.append(np.stack([K[0, 0] * pc[..., 0] / z + K[0, 2], K[1, 1] * -pc[..., 1] / z + K[1, 2]], -1))
+    return tuple(out)
+
+
+def fit_probe(data: Path, mesh_dir: Path, max_clips: int | None, window: int, threads: int, only=None,
+              pos_err: float = 0.03, **kw):
+    """Prints, per group, the fitted rotations beside hold, and the fitted joints' image positions lifted through
+    stage 2 and IK beside the true image positions and the layout lifted the same way (probe_patch_tracker)."""
     from collections import defaultdict
 
     import torch
 
-    from mocap_blender.core import metrics
-    from .evaluate import load_eval
+    from .evaluate import _arm, _row, load_eval
+    from .probe_patch_tracker import print_rows, stage2_net, stage2_rows
     torch.set_num_threads(threads)
+    net, model = stage2_net()
     clips, sources = load_eval([data], max_clips)
     acc = defaultdict(list)
     t_all = time.time()
     for i, c in enumerate(clips):
+        if only and i not in only:
+            continue
         group = "real" if sources[i] != "procedural" else "procedural"
         shard, mesh = np.load(c.path), np.load(mesh_dir / c.path.name)
         w = min(window, c.n_frames)
         truth = c.basis[:w]
         t0 = time.time()
         rot = fit_window(MeshFit(c, shard, mesh), truth[0], truth[:, 0], w, **kw)
-        hold = np.repeat(truth[:1], w, 0)
-        hold[:, 0] = truth[:, 0]
-        row = []
-        for tag, r in (("hold", hold), ("mesh fit", rot)):
-            e = metrics.rotation_errors(r, truth)
-            acc[(group, tag, "moving")].append(e["moving"])
-            acc[(group, tag, "all")].append(e["all"])
-            row.append(f"{tag} {e['moving'][0]:.2f}")
-        print(f"  [{i + 1}/{len(clips)}] {c.name} {group:<10} J={c.n_joints:<3} P={len(mesh['points']):<5} "
-              f"{', '.join(row)} ({time.time() - t0:.0f} s)", flush=True)
-    print(f"\nmatched reference (frame 0), true root given; {len(clips)} clips, {time.time() - t_all:.0f} s")
-    print(f"{'group':<11}{'method':<12}{'moving°':>9}{'all°':>8}")
-    for group in ("procedural", "real"):
-        for m in ("hold", "mesh fit"):
-            if acc[(group, m, "moving")]:
-                print(f"{group:<11}{m:<12}" + "".join(f"{metrics.pool(acc[(group, m, col)]):>{wd}.2f}"
-                                                     for col, wd in (("moving", 9), ("all", 8))))
+        secs = time.time() - t0
+        rows = stage2_rows(c, shard["frames"][:w], {"mesh fit": joint_pixels(c, shard, rot)}, net, model, pos_err,
+                           acc, group, w)
+        rows["mesh fit rotations"] = _row(rot, truth, c.root_rot[:w], c.root_rot[:w], c.skel,
+                                          _arm(c.cam_to_arm[:w], c.head_cam[:w], c.skel.height))
+        for method, r in rows.items():
+            for col in ("moving", "all"):
+                acc[(group, method, col)].append(r[col])
+        print(f"  [{i + 1}/{len(clips)}] {c.name} {group:<10} J={c.n_joints:<3} P={len(mesh['points']):<5} hold "
+              f"{rows['hold']['moving'][0]:.2f}, mesh fit {rows['mesh fit rotations']['moving'][0]:.2f}, stage 2 on "
+              f"it {rows['stage 2 on mesh fit']['moving'][0]:.2f} ({secs:.0f} s fit)", flush=True)
+    print_rows(acc, ["hold", "mesh fit rotations", "stage 2 on mesh fit", "IK on mesh fit", "stage 2 on true 2D",
+                     "IK on true 2D", "stage 2 on layout"], ("layout", "mesh fit heads"),
+               f"matched reference (frame 0), true root given; {len(clips)} clips, {time.time() - t_all:.0f} s; "
+               f"stage 2 told positions are {pos_err} of the height off (0 on the true 2D)")
 
 
 def main(argv=None):
@@ -395,15 +427,21 @@ def main(argv=None):
     fp.add_argument("--threads", type=int, default=2)
     fp.add_argument("--lr", type=float, default=0.03)
     fp.add_argument("--smooth", type=float, default=0.1, help="weight of the pull towards the last frame's pose")
-    fp.add_argument("--anchor", type=float, default=0.05, help="weight of the pull towards the reference pose")
+    fp.add_argument("--anchor", type=float, default=0.0, help="weight of the pull towards the reference pose")
     fp.add_argument("--sigmas", type=float, nargs="+", default=[4.0, 2.0, 1.0], help="blur, coarse to fine (px)")
-    fp.add_argument("--iters", type=int, default=30, help="steps per blur level and frame")
+    fp.add_argument("--iters", type=int, default=15, help="steps (L-BFGS iterations) per blur level and frame")
+    fp.add_argument("--shade", type=float, default=0.3, help="1: compare colours as they are; 0: only their hue")
+    fp.add_argument("--optimizer", choices=("adam", "lbfgs"), default="lbfgs")
+    fp.add_argument("--depth", type=float, default=0.0, help="weight of the pull towards the reference's depths")
+    fp.add_argument("--clips", type=int, nargs="+", help="only these clip indices (of the sorted set)")
+    fp.add_argument("--pos-err", type=float, default=0.03, help="how far off stage 2 is told the positions are")
     a = ap.parse_args(argv)
     if a.cmd == "dump":
         dump(a.data, a.out, a.real_fraction, a.max_clips, a.corners)
     else:
         fit_probe(a.data, a.mesh, a.max_clips, a.window, a.threads, lr=a.lr, smooth=a.smooth, anchor=a.anchor,
-                  sigmas=tuple(a.sigmas), iters=(a.iters,) * len(a.sigmas))
+                  sigmas=tuple(a.sigmas), iters=(a.iters,) * len(a.sigmas), shade=a.shade, optimizer=a.optimizer,
+                  depth=a.depth, only=a.clips, pos_err=a.pos_err)
 
 
 if __name__ == "__main__":

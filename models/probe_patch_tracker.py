@@ -184,84 +184,107 @@ def lift(clip: Clip, px, ref_cam, size: int) -> np.ndarray:
     return np.stack([flat[..., 0], -flat[..., 1], ref_cam[..., 2]], -1)
 
 
+def stage2_rows(c: Clip, frames, found: dict, net, model, pos_err: float, acc, group: str, window: int) -> dict:
+    """Rotation rows of one clip (matched reference: frame 0; true root orientation and depth): hold, and stage 2
+    (and IK) on the true image positions, on the layout and on each entry of `found` ({tag: (heads, tails) (T, J, 2)
+    pixels}) lifted to the camera frame; image distances of the found heads go into `acc`."""
+    from mocap_blender.core import ik, metrics, preprocess
+    from .evaluate import _arm, _px2d, _px2d_aligned, _row, stage2_rotations
+    w = window
+    size, skel, h = frames.shape[1], c.skel, c.skel.height
+    true_rot, true_root, cam = c.basis[:w], c.root_rot[:w], c.cam_to_arm[:w]
+    true_heads = _arm(cam, c.head_cam[:w], h)
+    ref = c.basis[0]
+    rig = preprocess.make_rig_inputs(skel, ref, ref_cam_to_arm=cam[0])
+    fs = preprocess.feature_slices()
+    ref_cam = [np.einsum("tab,jb->tja", true_root, rig["joint_feats"][:, fs[k]].astype(np.float64))
+               for k in ("ref_head", "ref_tail")]  # (T, J, 3) each
+    true_px = [c.uv[:w] * size, c.tail_uv[:w] * size]
+    layout = [layout_from(c, 0, size)[:w], layout_from(c, 0, size, c.tail_cam)[:w]]
+    for tag, pts in found.items():
+        acc[(group, f"{tag} heads", "px")].append(_px2d(pts[0], true_px[0], size))
+        acc[(group, f"{tag} heads", "sim")].append(_px2d_aligned(pts[0], true_px[0], size))
+    acc[(group, "layout", "px")].append(_px2d(layout[0], true_px[0], size))
+    acc[(group, "layout", "sim")].append(_px2d_aligned(layout[0], true_px[0], size))
+    rows = {"hold": _row(metrics.hold_baseline(ref, w), true_rot, true_root, true_root, skel, true_heads)}
+    g0 = true_rot[:, 0]
+    for tag, (hp, tp), err in [("true 2D", true_px, 0.0), ("layout", layout, pos_err)] + [
+            (k, v, pos_err) for k, v in found.items()]:
+        root = hp[:, :1]
+        hcam = lift(c, hp, ref_cam[0], size)
+        tcam = lift(c, np.concatenate([root, tp], 1), np.concatenate([ref_cam[0][:, :1], ref_cam[1]], 1),
+                    size)[:, 1:]
+        rt = np.swapaxes(true_root, -1, -2)
+        hc, tc = np.einsum("tab,tjb->tja", rt, hcam), np.einsum("tab,tjb->tja", rt, tcam)
+        rot2 = stage2_rotations(net, model, frames, rig, 0, hc, tc, hcam, err)
+        rot2[:, 0] = true_rot[:, 0]
+        rows[f"stage 2 on {tag}"] = _row(rot2, true_rot, true_root, true_root, skel, true_heads)
+        if tag != "layout":
+            to_arm = lambda x: np.einsum("tab,tjb->tja", g0, x) * h  # root frame -> armature
+            rows[f"IK on {tag}"] = _row(ik.ik_factorized(skel, to_arm(hc), to_arm(tc), ref, root_rot=g0),
+                                        true_rot, true_root, true_root, skel, true_heads)
+    return rows
+
+
+def print_rows(acc, methods, heads, title: str):
+    """The pooled table of `stage2_rows`' rows (`methods`) and image distances (`heads`), per group."""
+    from mocap_blender.core import metrics
+    print(f"\n{title}")
+    for label, names, cols in (("method", methods, (("moving", 9), ("all", 8))),
+                               ("heads", heads, (("px", 9), ("sim", 11)))):
+        head = {"moving": "moving°", "all": "all°", "px": "2D px", "sim": "2D sim px"}
+        print(f"{'group':<11}{label:<24}" + "".join(f"{head[col]:>{wd}}" for col, wd in cols))
+        for group in ("procedural", "real"):
+            for m in names:
+                if acc[(group, m, cols[0][0])]:
+                    print(f"{group:<11}{m:<24}" + "".join(f"{metrics.pool(acc[(group, m, col)]):>{wd}.2f}"
+                                                        for col, wd in cols))
+        print()
+
+
+def stage2_net(stage2=None):
+    """The ONNX runtime (for its preprocessing) and the stage-2 network: a checkpoint's, or the untrained
+    network's analytic part."""
+    from mocap_blender.core.runtime import MocapModel
+    from .export import load_checkpoint
+    from .model import MocapNet, ModelConfig
+    model = MocapModel(Path(__file__).parents[1] / "mocap_blender" / "weights" / "mocap.onnx", threads=2)
+    return (load_checkpoint(stage2) if stage2 else MocapNet(ModelConfig())).eval(), model
+
+
 def rotation_probe(tracker_path, data_dirs, max_clips=None, window=32, rounds=2, stage2=None, pos_err=0.03,
                    flow=False):
     """Prints moving / all-bone rotation errors (degrees) and image distances of the found joints, matched
     reference, per group (see the module's doc)."""
     from collections import defaultdict
 
-    from mocap_blender.core import ik, metrics, preprocess
-    from mocap_blender.core.runtime import MocapModel
-    from .evaluate import _arm, _px2d, _px2d_aligned, _row, load_eval, stage2_rotations
-    from .export import load_checkpoint
-    from .model import MocapNet, ModelConfig
+    from .evaluate import load_eval
     ck = torch.load(tracker_path, map_location="cpu", weights_only=False)
     tracker = PatchTracker(ck["width"], ck.get("backbone", "scratch"))
     tracker.load_state_dict(ck["net"])
-    model = MocapModel(Path(__file__).parents[1] / "mocap_blender" / "weights" / "mocap.onnx", threads=2)
-    net = (load_checkpoint(stage2) if stage2 else MocapNet(ModelConfig())).eval()
+    net, model = stage2_net(stage2)
     clips, sources = load_eval(data_dirs, max_clips)
     acc = defaultdict(list)
     for i, c in enumerate(clips):
         group = "real" if sources[i] != "procedural" else "procedural"
         w = min(window, c.n_frames)
         frames = np.load(c.path)["frames"][:w]
-        size, skel, h = frames.shape[1], c.skel, c.skel.height
-        true_rot, true_root, cam = c.basis[:w], c.root_rot[:w], c.cam_to_arm[:w]
-        true_heads = _arm(cam, c.head_cam[:w], h)
-        ref = c.basis[0]
-        rig = preprocess.make_rig_inputs(skel, ref, ref_cam_to_arm=cam[0])
-        fs = preprocess.feature_slices()
-        ref_cam = [np.einsum("tab,jb->tja", true_root, rig["joint_feats"][:, fs[k]].astype(np.float64))
-                   for k in ("ref_head", "ref_tail")]  # (T, J, 3) each
+        size = frames.shape[1]
         true_px = [c.uv[:w] * size, c.tail_uv[:w] * size]
         layout = [layout_from(c, 0, size)[:w], layout_from(c, 0, size, c.tail_cam)[:w]]
         found = {"found": [track(tracker, frames, tp[0], lay, rounds) for tp, lay in zip(true_px, layout)]}
         if flow:
             from .probe_tracking import track as flow_track
             found["flow"] = [flow_track(frames, tp[0], True) for tp in true_px]
-        for tag, pts in found.items():
-            acc[(group, f"{tag} heads", "px")].append(_px2d(pts[0], true_px[0], size))
-            acc[(group, f"{tag} heads", "sim")].append(_px2d_aligned(pts[0], true_px[0], size))
-        acc[(group, "layout", "px")].append(_px2d(layout[0], true_px[0], size))
-        acc[(group, "layout", "sim")].append(_px2d_aligned(layout[0], true_px[0], size))
-        rows = {"hold": _row(metrics.hold_baseline(ref, w), true_rot, true_root, true_root, skel, true_heads)}
-        g0 = true_rot[:, 0]
-        for tag, (hp, tp), err in [("true 2D", true_px, 0.0), ("layout", layout, pos_err)] + [
-                (k, v, pos_err) for k, v in found.items()]:
-            root = hp[:, :1]
-            hcam = lift(c, hp, ref_cam[0], size)
-            tcam = lift(c, np.concatenate([root, tp], 1), np.concatenate([ref_cam[0][:, :1], ref_cam[1]], 1),
-                         size)[:, 1:]
-            rt = np.swapaxes(true_root, -1, -2)
-            hc, tc = np.einsum("tab,tjb->tja", rt, hcam), np.einsum("tab,tjb->tja", rt, tcam)
-            rot2 = stage2_rotations(net, model, frames, rig, 0, hc, tc, hcam, err)
-            rot2[:, 0] = true_rot[:, 0]
-            rows[f"stage 2 on {tag}"] = _row(rot2, true_rot, true_root, true_root, skel, true_heads)
-            if tag != "layout":
-                to_arm = lambda x: np.einsum("tab,tjb->tja", g0, x) * h  # root frame -> armature
-                rows[f"IK on {tag}"] = _row(ik.ik_factorized(skel, to_arm(hc), to_arm(tc), ref, root_rot=g0),
-                                            true_rot, true_root, true_root, skel, true_heads)
+        rows = stage2_rows(c, frames, found, net, model, pos_err, acc, group, w)
         for method, r in rows.items():
             for col in ("moving", "all"):
                 acc[(group, method, col)].append(r[col])
         print(f"  [{i + 1}/{len(clips)}] {c.name} {group} J={c.n_joints}", flush=True)
-    print(f"\nmatched reference (frame 0), true root orientation and depth; stage 2 told positions are {pos_err} "
-          f"of the height off (0 on the true 2D)")
-    print(f"{'group':<11}{'method':<24}{'moving°':>9}{'all°':>8}")
-    methods = ["hold", "stage 2 on true 2D", "IK on true 2D", "stage 2 on layout", "stage 2 on found", "IK on found",
-               "stage 2 on flow", "IK on flow"]
-    for group in ("procedural", "real"):
-        for m in methods:
-            if acc[(group, m, "moving")]:
-                print(f"{group:<11}{m:<24}" + "".join(f"{metrics.pool(acc[(group, m, col)]):>{wd}.2f}"
-                                                    for col, wd in (("moving", 9), ("all", 8))))
-    print(f"\n{'group':<11}{'heads':<24}{'2D px':>9}{'2D sim px':>11}")
-    for group in ("procedural", "real"):
-        for m in ("layout", "found heads", "flow heads"):
-            if acc[(group, m, "px")]:
-                print(f"{group:<11}{m:<24}" + "".join(f"{metrics.pool(acc[(group, m, col)]):>{wd}.2f}"
-                                                    for col, wd in (("px", 9), ("sim", 11))))
+    print_rows(acc, ["hold", "stage 2 on true 2D", "IK on true 2D", "stage 2 on layout", "stage 2 on found",
+                     "IK on found", "stage 2 on flow", "IK on flow"], ("layout", "found heads", "flow heads"),
+               f"matched reference (frame 0), true root orientation and depth; stage 2 told positions are {pos_err} "
+               f"of the height off (0 on the true 2D)")
 
 
 def probe_parser(doc: str, out: str, lr: float, width: int, per_clip: str) -> argparse.ArgumentParser:
