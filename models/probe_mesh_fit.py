@@ -5,7 +5,7 @@ as rotations, and image positions alone cannot meet the targets: depth and twist
 (models/README.md). This probe reads them without learning anything, by analysis by synthesis with the body the
 user's armature already deforms. On the reference frame (the user posed the rig to match it) every visible surface
 point of the mesh gets the video's colour there. On each following frame the local rotations are searched
-(gradient descent, started from the last frame's) so that the surface points, skinned and projected, land on
+(L-BFGS on blurred frames, coarse to fine, started from the last frame's) so that the surface points, skinned and projected, land on
 pixels of their own colour again. Foreshortening, which parts hide which, and the silhouette against the background
 all enter through that one photometric loss.
 
@@ -18,7 +18,9 @@ weights per skeleton bone (a weight on a bone outside the skeleton goes to its n
 the skinning against Blender's own deformed mesh on the clip's first frame.
 
 `fit` scores, with the matched reference (frame 0) and the true root (orientation and place) given as in the other
-probes, the fitted local rotations beside hold. A probe of what the video holds, not part of the product.
+probes, the fitted local rotations beside hold, and the fitted joints' image positions (lifted through stage 2 and
+IK, and as pixels) beside the true image positions and the layout. Figures: models/README.md (session of 3 Dec,
+15:22). A probe of what the video holds, not part of the product.
 """
 from __future__ import annotations
 
@@ -427,7 +429,7 @@ def main(argv=None):
     fp.add_argument("--threads", type=int, default=2)
     fp.add_argument("--lr", type=float, default=0.03)
     fp.add_argument("--smooth", type=float, default=0.1, help="weight of the pull towards the last frame's pose")
-    fp.add_argument("--anchor", type=float, default=0.0, help="weight of the pull towards the reference pose")
+    fp.add_argument("--anchor", type=float, default=0.02, help="weight of the pull towards the reference pose")
     fp.add_argument("--sigmas", type=float, nargs="+", default=[4.0, 2.0, 1.0], help="blur, coarse to fine (px)")
     fp.add_argument("--iters", type=int, default=15, help="steps (L-BFGS iterations) per blur level and frame")
     fp.add_argument("--shade", type=float, default=0.3, help="1: compare colours as they are; 0: only their hue")
