@@ -5,9 +5,9 @@ as rotations, and image positions alone cannot meet the targets: depth and twist
 (models/README.md). This probe reads them without learning anything, by analysis by synthesis with the body the
 user's armature already deforms. On the reference frame (the user posed the rig to match it) every visible surface
 point of the mesh gets the video's colour there. On each following frame the local rotations are searched
-(L-BFGS on blurred frames, coarse to fine, started from the last frame's) so that the surface points, skinned and projected, land on
-pixels of their own colour again. Foreshortening, which parts hide which, and the silhouette against the background
-all enter through that one photometric loss.
+(L-BFGS on blurred frames, coarse to fine, started from the last frame's) so that the surface points, skinned and
+projected, land on pixels of their own colour again. Foreshortening, which parts hide which, and the silhouette
+against the background all enter through that one photometric loss.
 
     python -m models.probe_mesh_fit dump --data data/eval --out data/eval_mesh     # Blender: meshes of the clips
     python -m models.probe_mesh_fit fit --data data/eval --mesh data/eval_mesh [--max-clips 40]
@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 K_SKIN = 4  # skin weights kept per surface point
 
@@ -155,7 +156,6 @@ def dump(data: Path, out: Path, real_fraction: float, max_clips: int | None, cor
 
 def rodrigues(w):
     """Axis-angle (..., 3) -> rotation matrices (..., 3, 3), smooth at zero."""
-    import torch
     th2 = (w * w).sum(-1, keepdim=True)[..., None]  # (..., 1, 1)
     th = torch.sqrt(th2 + 1e-12)
     x, y, z = w.unbind(-1)
@@ -178,8 +178,6 @@ class MeshFit:
     """One clip's skinned surface points, camera and reference colours; poses them and scores frames."""
 
     def __init__(self, clip, shard, mesh, zbin: float = 1.0):
-        import torch
-        self.t = torch
         f = lambda a: torch.as_tensor(np.asarray(a, np.float64))
         sk = clip.skel
         self.parents, self.levels = sk.parents, depth_levels(sk.parents)
@@ -197,7 +195,6 @@ class MeshFit:
 
     def pose(self, rot, t: int):
         """Local rotations (J, 3, 3) of frame t -> armature-space bone matrices (J, 4, 4)."""
-        torch = self.t
         J = rot.shape[0]
         basis = torch.zeros(J, 4, 4, dtype=rot.dtype)
         basis[:, :3, :3] = rot
@@ -214,7 +211,6 @@ class MeshFit:
 
     def project(self, rot, t: int):
         """-> pixel coordinates (P, 2), depth (P,), facing the camera (P,) bool."""
-        torch = self.t
         m = self.pose(rot, t) @ self.rest_inv  # (J, 4, 4) rest -> posed
         mk = m[self.idx]  # (P, K, 4, 4)
         p = (self.w[..., None] * ((mk[..., :3, :3] @ self.pts[:, None, :, None])[..., 0] + mk[..., :3, 3])).sum(1)
@@ -235,7 +231,6 @@ class MeshFit:
 
     def visible(self, uv, z, facing, tol: float):
         """Facing points not behind another facing point's depth + tol within the same `zbin` px cell (3x3)."""
-        torch = self.t
         with torch.no_grad():
             nb = int(np.ceil(self.size / self.zbin)) + 2
             cell = (uv / self.zbin).floor().long().clamp(-1, nb - 2) + 1
@@ -249,12 +244,11 @@ class MeshFit:
     def sample(self, img, uv):
         """Colours (P, 3) of `img` (3, S, S) at pixel coordinates uv (bilinear)."""
         g = (uv / self.size * 2 - 1).view(1, 1, -1, 2).to(img.dtype)
-        return self.t.nn.functional.grid_sample(img[None], g, align_corners=False)[0, :, 0].T
+        return torch.nn.functional.grid_sample(img[None], g, align_corners=False)[0, :, 0].T
 
 
 def blurred(frames, sigma: float):
     import cv2
-    import torch
     if sigma <= 0:
         return frames
     x = frames.permute(0, 2, 3, 1).numpy()
@@ -271,7 +265,6 @@ def fit_frame(fit: MeshFit, imgs: dict, colours: dict, has, start, t: int, iters
     `optimizer` "adam" (steps of `lr`) or "lbfgs" (`iters` iterations per level, strong Wolfe line search).
     `depth`: weight of a pull of every head's depth (camera frame, relative to the root, / height) towards the
     reference pose's carried by the root: the depth the pictures show least."""
-    torch = fit.t
     J = start.shape[0]
     mask = torch.ones(J, 1, dtype=torch.float64)
     mask[0] = 0
@@ -334,7 +327,6 @@ def appearance(rgb, shade: float):
 def reference_colours(fit: MeshFit, ref_rot, window: int, sigmas, tol: float = 0.03):
     """Blurred frames {sigma: (T, 3, S, S)}, the surface points' colours on frame 0 under `ref_rot`, and which
     points frame 0 shows."""
-    torch = fit.t
     imgs = {s: blurred(fit.frames[:window], s * fit.size / 160) for s in sigmas}  # sigmas: px of a 160 px frame
     uv0, z0, f0 = fit.project(torch.as_tensor(ref_rot, dtype=torch.float64), 0)
     has = fit.visible(uv0, z0, f0, tol * fit.height)
@@ -344,7 +336,6 @@ def reference_colours(fit: MeshFit, ref_rot, window: int, sigmas, tol: float = 0
 def fit_window(fit: MeshFit, ref_rot, true_root, window: int, sigmas=(4.0, 2.0, 1.0), **kw):
     """Track local rotations (window, J, 3, 3) from frame 0 (given: `ref_rot`) frame by frame, each frame started
     from the last one's; the root's rotation is given on every frame (`true_root`, (window, 3, 3))."""
-    torch = fit.t
     imgs, colours, has = reference_colours(fit, ref_rot, window, sigmas, kw.get("tol", 0.03))
     kw.setdefault("iters", (15,) * len(sigmas))
     out = [torch.as_tensor(ref_rot, dtype=torch.float64)]
@@ -376,8 +367,6 @@ def fit_probe(data: Path, mesh_dir: Path, max_clips: int | None, window: int, th
     """Prints, per group, the fitted rotations beside hold, and the fitted joints' image positions lifted through
     stage 2 and IK beside the true image positions and the layout lifted the same way (probe_patch_tracker)."""
     from collections import defaultdict
-
-    import torch
 
     from .evaluate import _arm, _row, load_eval
     from .probe_patch_tracker import print_rows, stage2_net, stage2_rows
