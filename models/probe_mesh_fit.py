@@ -209,8 +209,9 @@ class MeshFit:
                 out[j] = m
         return torch.stack(out)
 
-    def project(self, rot, t: int):
-        """-> pixel coordinates (P, 2), depth (P,), facing the camera (P,) bool."""
+    def project(self, rot, t: int, normals: bool = False):
+        """-> pixel coordinates (P, 2), depth (P,), facing the camera (P,) bool [, unit normals (P, 3) in the
+        camera frame (Blender's: x right, y up, z back)]."""
         m = self.pose(rot, t) @ self.rest_inv  # (J, 4, 4) rest -> posed
         mk = m[self.idx]  # (P, K, 4, 4)
         p = (self.w[..., None] * ((mk[..., :3, :3] @ self.pts[:, None, :, None])[..., 0] + mk[..., :3, 3])).sum(1)
@@ -220,7 +221,10 @@ class MeshFit:
         z = -pc[:, 2]
         u = self.K[0, 0] * pc[:, 0] / z + self.K[0, 2]
         v = self.K[1, 1] * -pc[:, 1] / z + self.K[1, 2]
-        facing = ((n @ c[:3, :3].T) * pc).sum(-1) < 0  # the normal points towards the camera centre
+        nc = n @ c[:3, :3].T
+        facing = (nc * pc).sum(-1) < 0  # the normal points towards the camera centre
+        if normals:
+            return torch.stack([u, v], -1), z, facing, nc / nc.norm(dim=-1, keepdim=True).clamp_min(1e-12)
         return torch.stack([u, v], -1), z, facing
 
     def head_depths(self, rot, t: int):
@@ -263,6 +267,7 @@ def fit_frame(fit: MeshFit, imgs: dict, colours: dict, has, start, t: int, iters
     their colours in `imgs[sigma][t]`, coarse (large sigma) to fine, against a pull (`smooth`) back to `start` and
     one (`anchor`, chordal) towards the reference pose `ref`, which keeps what the pictures do not show as held.
     `optimizer` "adam" (steps of `lr`) or "lbfgs" (`iters` iterations per level, strong Wolfe line search).
+    `colours[sigma]` is (P, 3), or (albedo (P, 3), ambient (3,), normal term (3, 3)) from `fit_light`.
     `depth`: weight of a pull of every head's depth (camera frame, relative to the root, / height) towards the
     reference pose's carried by the root: the depth the pictures show least."""
     J = start.shape[0]
@@ -276,8 +281,12 @@ def fit_frame(fit: MeshFit, imgs: dict, colours: dict, has, start, t: int, iters
 
     def objective(s, vis):
         rot = start @ rodrigues(w * mask)
-        uv, z, facing = fit.project(rot, t)
-        d = appearance(fit.sample(imgs[s][t], uv), shade) - appearance(colours[s], shade)
+        uv, z, facing, nc = fit.project(rot, t, normals=True)
+        want = colours[s]
+        if isinstance(want, tuple):  # a shading model: colour per point x light of the turned normal
+            alb, a, b = want
+            want = alb * (a + nc @ b.T)
+        d = appearance(fit.sample(imgs[s][t], uv), shade) - appearance(want, shade)
         photo = torch.sqrt(d * d + 1e-4).sum(-1)
         loss = (photo * vis).sum() / vis.sum().clamp_min(1) + smooth * (w * w).sum()
         if anchor:
@@ -333,16 +342,47 @@ def reference_colours(fit: MeshFit, ref_rot, window: int, sigmas, tol: float = 0
     return imgs, {s: fit.sample(imgs[s][0], uv0).detach() for s in sigmas}, has
 
 
-def fit_window(fit: MeshFit, ref_rot, true_root, window: int, sigmas=(4.0, 2.0, 1.0), **kw):
+def fit_light(C, N, V, iters: int = 10):
+    """A light fixed to the camera and a colour per point, from colours C (T, P, 3) seen with camera-frame normals
+    N (T, P, 3) where V (T, P): C ~ albedo (P, 3) x (ambient (3,) + N @ normal_term.T (3, 3)), by alternating least
+    squares. From one frame alone it stays at the frame's colours (normal term 0)."""
+    a, b = np.ones(3), np.zeros((3, 3))
+    vm = V[..., None].astype(float)
+    alb = C[0].copy()
+    for _ in range(iters):
+        light = a + N @ b.T  # (T, P, 3)
+        alb = (C * light * vm).sum(0) / np.maximum((light * light * vm).sum(0), 1e-9)
+        for ch in range(3):
+            x = np.concatenate([np.ones(N.shape[:2] + (1,)), N], -1)[V] * alb[np.nonzero(V)[1], ch:ch + 1]
+            sol = np.linalg.solve(x.T @ x + 1e-6 * np.eye(4), x.T @ C[..., ch][V])
+            a[ch], b[ch] = sol[0], sol[1:]
+    return alb, a, b
+
+
+def fit_window(fit: MeshFit, ref_rot, true_root, window: int, sigmas=(4.0, 2.0, 1.0), shading: bool = False,
+               **kw):
     """Track local rotations (window, J, 3, 3) from frame 0 (given: `ref_rot`) frame by frame, each frame started
-    from the last one's; the root's rotation is given on every frame (`true_root`, (window, 3, 3))."""
-    imgs, colours, has = reference_colours(fit, ref_rot, window, sigmas, kw.get("tol", 0.03))
+    from the last one's; the root's rotation is given on every frame (`true_root`, (window, 3, 3)). `shading`: the
+    points' colours come from a light fixed to the camera (`fit_light`), refitted after every frame on the frames
+    fitted so far, so that a part turning in depth is expected to change its brightness."""
+    tol = kw.get("tol", 0.03)
+    imgs, colours, has = reference_colours(fit, ref_rot, window, sigmas, tol)
     kw.setdefault("iters", (15,) * len(sigmas))
     out = [torch.as_tensor(ref_rot, dtype=torch.float64)]
-    for t in range(1, window):
-        start = out[-1].clone()
-        start[0] = torch.as_tensor(true_root[t])
-        out.append(fit_frame(fit, imgs, colours, has, start, t, ref=out[0], **kw))
+    seen = {s: [] for s in sigmas}  # per sigma: (colours, normals, visible) of each fitted frame
+    for t in range(window):
+        if t:
+            start = out[-1].clone()
+            start[0] = torch.as_tensor(true_root[t])
+            out.append(fit_frame(fit, imgs, colours, has, start, t, ref=out[0], **kw))
+        if shading and t < window - 1:
+            with torch.no_grad():
+                uv, z, facing, nc = fit.project(out[t], t, normals=True)
+                vis = (fit.visible(uv, z, facing, tol * fit.height) & has).numpy()
+                for s in sigmas:
+                    seen[s].append((fit.sample(imgs[s][t], uv).numpy(), nc.numpy(), vis))
+                    c, n, v = (np.stack(x) for x in zip(*seen[s]))
+                    colours[s] = tuple(torch.as_tensor(x) for x in fit_light(c, n, v))
     return torch.stack(out).numpy()
 
 
@@ -424,6 +464,7 @@ def main(argv=None):
     fp.add_argument("--shade", type=float, default=0.3, help="1: compare colours as they are; 0: only their hue")
     fp.add_argument("--optimizer", choices=("adam", "lbfgs"), default="lbfgs")
     fp.add_argument("--depth", type=float, default=0.0, help="weight of the pull towards the reference's depths")
+    fp.add_argument("--shading", action="store_true", help="expect colours shaded by a light fixed to the camera")
     fp.add_argument("--clips", type=int, nargs="+", help="only these clip indices (of the sorted set)")
     fp.add_argument("--pos-err", type=float, default=0.03, help="how far off stage 2 is told the positions are")
     a = ap.parse_args(argv)
@@ -432,7 +473,7 @@ def main(argv=None):
     else:
         fit_probe(a.data, a.mesh, a.max_clips, a.window, a.threads, lr=a.lr, smooth=a.smooth, anchor=a.anchor,
                   sigmas=tuple(a.sigmas), iters=(a.iters,) * len(a.sigmas), shade=a.shade, optimizer=a.optimizer,
-                  depth=a.depth, only=a.clips, pos_err=a.pos_err)
+                  depth=a.depth, shading=a.shading, only=a.clips, pos_err=a.pos_err)
 
 
 if __name__ == "__main__":

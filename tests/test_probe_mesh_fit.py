@@ -96,3 +96,23 @@ def test_fit_follows_the_body_in_the_picture(clip):
            for tag, r in (("fit", rot), ("hold", hold))}
     print(f"heads, px: fit {err['fit']:.2f}, hold {err['hold']:.2f}")
     assert err["fit"] < 0.7 * err["hold"]
+
+
+def test_fit_light_recovers_a_shaded_surface():
+    """Colours made by a light fixed to the camera are explained exactly once the normals have turned; from one
+    frame alone the model keeps that frame's colours and no normal term."""
+    from models.probe_mesh_fit import fit_light
+    rng = np.random.default_rng(4)
+    T, P = 6, 200
+    albedo = rng.uniform(0.2, 0.9, (P, 3))
+    a, b = np.array([0.5, 0.45, 0.55]), rng.normal(0, 0.2, (3, 3))
+    n = rng.normal(0, 1, (T, P, 3))
+    n /= np.linalg.norm(n, axis=-1, keepdims=True)
+    colours = albedo * (a + n @ b.T)
+    seen = rng.random((T, P)) < 0.8
+    alb, a_fit, b_fit = fit_light(colours, n, seen, iters=50)
+    shaded = alb * (a_fit + n @ b_fit.T)
+    assert np.abs(shaded - colours)[seen].max() < 1e-3
+    alb1, a1, b1 = fit_light(colours[:1], n[:1], seen[:1])
+    np.testing.assert_allclose(b1, 0, atol=1e-5)  # 1e-6 ridge
+    np.testing.assert_allclose((alb1 * (a1 + n[0] @ b1.T))[seen[0]], colours[0][seen[0]], atol=1e-5)
