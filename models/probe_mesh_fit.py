@@ -175,7 +175,8 @@ def depth_levels(parents) -> list:
 
 
 class MeshFit:
-    """One clip's skinned surface points, camera and reference colours; poses them and scores frames."""
+    """One clip's skinned surface points, camera and frames: poses the points, projects them, tells which the camera
+    sees and reads the frames' colours where they land."""
 
     def __init__(self, clip, shard, mesh, zbin: float = 1.0):
         f = lambda a: torch.as_tensor(np.asarray(a, np.float64))
@@ -281,7 +282,7 @@ def fit_frame(fit: MeshFit, imgs: dict, colours: dict, has, start, t: int, iters
 
     def objective(s, vis):
         rot = start @ rodrigues(w * mask)
-        uv, z, facing, nc = fit.project(rot, t, normals=True)
+        uv, _, _, nc = fit.project(rot, t, normals=True)
         want = colours[s]
         if isinstance(want, tuple):  # a shading model: colour per point x light of the turned normal
             alb, a, b = want
@@ -293,7 +294,7 @@ def fit_frame(fit: MeshFit, imgs: dict, colours: dict, has, start, t: int, iters
             loss = loss + anchor * ((rot - ref)[1:] ** 2).sum()
         if depth:
             loss = loss + depth * ((fit.head_depths(rot, t) - z_held) ** 2).sum()
-        return loss, (uv, z, facing)
+        return loss
 
     def visibility():
         with torch.no_grad():
@@ -307,7 +308,7 @@ def fit_frame(fit: MeshFit, imgs: dict, colours: dict, has, start, t: int, iters
 
             def closure():
                 opt.zero_grad()
-                loss = objective(s, vis)[0]
+                loss = objective(s, vis)
                 loss.backward()
                 return loss
             opt.step(closure)
@@ -318,7 +319,7 @@ def fit_frame(fit: MeshFit, imgs: dict, colours: dict, has, start, t: int, iters
                 if it % 10 == 0:
                     vis = visibility()
                 opt.zero_grad()
-                objective(s, vis)[0].backward()
+                objective(s, vis).backward()
                 opt.step()
     with torch.no_grad():
         return start @ rodrigues(w * mask)
