@@ -262,7 +262,7 @@ def blurred(frames, sigma: float):
 
 def fit_frame(fit: MeshFit, imgs: dict, colours: dict, has, start, t: int, iters=(15, 15, 15), lr: float = 0.03,
               smooth: float = 0.1, tol: float = 0.03, ref=None, anchor: float = 0.0, shade: float = 0.3,
-              optimizer: str = "lbfgs", depth: float = 0.0):
+              optimizer: str = "lbfgs", depth: float = 0.0, free_root: bool = False):
     """Local rotations (J, 3, 3) of frame t, searched from `start` (its root rotation is kept): each bone turns by an
     axis-angle so that the surface points coloured on the reference frame (`colours[sigma]`, where `has`) land on
     their colours in `imgs[sigma][t]`, coarse (large sigma) to fine, against a pull (`smooth`) back to `start` and
@@ -270,10 +270,10 @@ def fit_frame(fit: MeshFit, imgs: dict, colours: dict, has, start, t: int, iters
     `optimizer` "adam" (steps of `lr`) or "lbfgs" (`iters` iterations per level, strong Wolfe line search).
     `colours[sigma]` is (P, 3), or (albedo (P, 3), ambient (3,), normal term (3, 3)) from `fit_light`.
     `depth`: weight of a pull of every head's depth (camera frame, relative to the root, / height) towards the
-    reference pose's carried by the root: the depth the pictures show least."""
+    reference pose's carried by the root: the depth the pictures show least. `free_root`: the root turns too."""
     J = start.shape[0]
     mask = torch.ones(J, 1, dtype=torch.float64)
-    mask[0] = 0
+    mask[0] = float(free_root)
     w = torch.zeros(J, 3, dtype=torch.float64, requires_grad=True)
     if depth:
         held = ref.clone()
@@ -361,11 +361,12 @@ def fit_light(C, N, V, iters: int = 10):
 
 
 def fit_window(fit: MeshFit, ref_rot, true_root, window: int, sigmas=(4.0, 2.0, 1.0), shading: bool = False,
-               **kw):
+               free_root: bool = False, **kw):
     """Track local rotations (window, J, 3, 3) from frame 0 (given: `ref_rot`) frame by frame, each frame started
     from the last one's; the root's rotation is given on every frame (`true_root`, (window, 3, 3)). `shading`: the
     points' colours come from a light fixed to the camera (`fit_light`), refitted after every frame on the frames
-    fitted so far, so that a part turning in depth is expected to change its brightness."""
+    fitted so far, so that a part turning in depth is expected to change its brightness. `free_root`: the root's
+    rotation is fitted too, from the reference's (`true_root` unused; its location stays the clip's)."""
     tol = kw.get("tol", 0.03)
     imgs, colours, has = reference_colours(fit, ref_rot, window, sigmas, tol)
     kw.setdefault("iters", (15,) * len(sigmas))
@@ -374,8 +375,9 @@ def fit_window(fit: MeshFit, ref_rot, true_root, window: int, sigmas=(4.0, 2.0, 
     for t in range(window):
         if t:
             start = out[-1].clone()
-            start[0] = torch.as_tensor(true_root[t])
-            out.append(fit_frame(fit, imgs, colours, has, start, t, ref=out[0], **kw))
+            if not free_root:
+                start[0] = torch.as_tensor(true_root[t])
+            out.append(fit_frame(fit, imgs, colours, has, start, t, ref=out[0], free_root=free_root, **kw))
         if shading and t < window - 1:
             with torch.no_grad():
                 uv, z, facing, nc = fit.project(out[t], t, normals=True)
@@ -409,6 +411,7 @@ def fit_probe(data: Path, mesh_dir: Path, max_clips: int | None, window: int, th
     stage 2 and IK beside the true image positions and the layout lifted the same way (probe_patch_tracker)."""
     from collections import defaultdict
 
+    from mocap_blender.core import metrics
     from .evaluate import _arm, _row, load_eval
     from .probe_patch_tracker import print_rows, stage2_net, stage2_rows
     torch.set_num_threads(threads)
@@ -428,18 +431,30 @@ def fit_probe(data: Path, mesh_dir: Path, max_clips: int | None, window: int, th
         secs = time.time() - t0
         rows = stage2_rows(c, shard["frames"][:w], {"mesh fit": joint_pixels(c, shard, rot)}, net, model, pos_err,
                            acc, group, w)
-        rows["mesh fit rotations"] = _row(rot, truth, c.root_rot[:w], c.root_rot[:w], c.skel,
-                                          _arm(c.cam_to_arm[:w], c.head_cam[:w], c.skel.height))
+        a2c_rest = np.swapaxes(c.cam_to_arm[:w], -1, -2) @ c.skel.rest[0, :3, :3]  # root rotation -> camera
+        true_heads = _arm(c.cam_to_arm[:w], c.head_cam[:w], c.skel.height)
+        rows["mesh fit rotations"] = _row(rot, truth, a2c_rest @ rot[:, 0], c.root_rot[:w], c.skel, true_heads)
+        held = np.repeat(truth[:1], w, 0)  # the reference pose, root included, kept in the armature's space
+        rows["hold, reference root"] = _row(held, truth, a2c_rest @ held[:, 0], c.root_rot[:w], c.skel, true_heads)
+        acc[(group, "mesh fit rotations", "root")].append(rows["mesh fit rotations"]["root"])
+        acc[(group, "hold, reference root", "root")].append(rows["hold, reference root"]["root"])
         for method, r in rows.items():
             for col in ("moving", "all"):
                 acc[(group, method, col)].append(r[col])
         print(f"  [{i + 1}/{len(clips)}] {c.name} {group:<10} J={c.n_joints:<3} P={len(mesh['points']):<5} hold "
               f"{rows['hold']['moving'][0]:.2f}, mesh fit {rows['mesh fit rotations']['moving'][0]:.2f}, stage 2 on "
-              f"it {rows['stage 2 on mesh fit']['moving'][0]:.2f} ({secs:.0f} s fit)", flush=True)
+              f"it {rows['stage 2 on mesh fit']['moving'][0]:.2f}, root {rows['mesh fit rotations']['root'][0]:.2f} "
+              f"({secs:.0f} s fit)", flush=True)
     print_rows(acc, ["hold", "mesh fit rotations", "stage 2 on mesh fit", "IK on mesh fit", "stage 2 on true 2D",
                      "IK on true 2D", "stage 2 on layout"], ("layout", "mesh fit heads"),
-               f"matched reference (frame 0), true root given; {len(clips)} clips, {time.time() - t_all:.0f} s; "
+               f"matched reference (frame 0), root location given, root rotation "
+               f"{'fitted' if kw.get('free_root') else 'given'}; {len(clips)} clips, {time.time() - t_all:.0f} s; "
                f"stage 2 told positions are {pos_err} of the height off (0 on the true 2D)")
+    print(f"root orientation, degrees ({'fitted' if kw.get('free_root') else 'given'} in the fit):")
+    for group in ("procedural", "real"):
+        for m in ("hold, reference root", "mesh fit rotations"):
+            if acc[(group, m, "root")]:
+                print(f"{group:<11}{m:<24}{metrics.pool(acc[(group, m, 'root')]):>9.2f}")
 
 
 def main(argv=None):
@@ -466,6 +481,7 @@ def main(argv=None):
     fp.add_argument("--optimizer", choices=("adam", "lbfgs"), default="lbfgs")
     fp.add_argument("--depth", type=float, default=0.0, help="weight of the pull towards the reference's depths")
     fp.add_argument("--shading", action="store_true", help="expect colours shaded by a light fixed to the camera")
+    fp.add_argument("--fit-root", action="store_true", help="fit the root's rotation too (its location stays given)")
     fp.add_argument("--clips", type=int, nargs="+", help="only these clip indices (of the sorted set)")
     fp.add_argument("--pos-err", type=float, default=0.03, help="how far off stage 2 is told the positions are")
     a = ap.parse_args(argv)
@@ -474,7 +490,7 @@ def main(argv=None):
     else:
         fit_probe(a.data, a.mesh, a.max_clips, a.window, a.threads, lr=a.lr, smooth=a.smooth, anchor=a.anchor,
                   sigmas=tuple(a.sigmas), iters=(a.iters,) * len(a.sigmas), shade=a.shade, optimizer=a.optimizer,
-                  depth=a.depth, shading=a.shading, only=a.clips, pos_err=a.pos_err)
+                  depth=a.depth, shading=a.shading, free_root=a.fit_root, only=a.clips, pos_err=a.pos_err)
 
 
 if __name__ == "__main__":
