@@ -392,17 +392,13 @@ def fit_window(fit: MeshFit, ref_rot, true_root, window: int, sigmas=(4.0, 2.0, 
 def joint_pixels(clip, shard, rot) -> tuple:
     """Heads and tails (T, J, 2) pixels of the local rotations `rot` (T, J, 3, 3) on the clip's root location."""
     from mocap_blender.core.skeleton import forward_kinematics, pose_tails
+    from .data.render import project
     t = len(rot)
     pose = forward_kinematics(clip.skel, rot, shard["root_loc"][:t].astype(np.float64))
     aw = shard["armature_world"].astype(np.float64)
-    cam = np.linalg.inv(shard["cam_world"][:t].astype(np.float64)) @ aw  # (T, 4, 4) armature -> Blender camera
-    K = shard["K"].astype(np.float64)
-    out = []
-    for p in (pose[..., :3, 3], pose_tails(clip.skel, pose)):
-        pc = np.einsum("tab,tjb->tja", cam[:, :3, :3], p) + cam[:, None, :3, 3]
-        z = -pc[..., 2]
-        out.append(np.stack([K[0, 0] * pc[..., 0] / z + K[0, 2], K[1, 1] * -pc[..., 1] / z + K[1, 2]], -1))
-    return tuple(out)
+    cam_world, K = shard["cam_world"][:t].astype(np.float64), shard["K"].astype(np.float64)
+    return tuple(project(p @ aw[:3, :3].T + aw[:3, 3], cam_world, K)[0]
+                 for p in (pose[..., :3, 3], pose_tails(clip.skel, pose)))
 
 
 def fit_probe(data: Path, mesh_dir: Path, max_clips: int | None, window: int, threads: int, only=None,
