@@ -13,14 +13,19 @@ against the background all enter through that one photometric loss.
     python -m models.probe_mesh_fit fit --data data/eval --mesh data/eval_mesh [--max-clips 40]
 
 `dump` rebuilds each clip's scene from its seed (the data engine's own code, stopped before it renders more than one
-frame), and stores the mesh's surface points (polygon centres, armature space at rest), their normals and skin
-weights per skeleton bone (a weight on a bone outside the skeleton goes to its nearest ancestor in it). It checks
-the skinning against Blender's own deformed mesh on the clip's first frame.
+frame), and stores the mesh's surface points (polygon centres, armature space at rest), their normals, the area
+each stands for and skin weights per skeleton bone (a weight on a bone outside the skeleton goes to its nearest
+ancestor in it). It checks the skinning against Blender's own deformed mesh on the clip's first frame.
+
+`--silhouette W` adds the region term of model-based trackers (PWP3D): the points' coverage of the image (each point
+standing for its share of the surface) should match where the pixels look like the body, by colour histograms of
+frame 0 in and out of the reference pose's coverage. `--oracle-silhouette` takes the coverage under the true poses
+instead: a ceiling for any silhouette, not a method.
 
 `fit` scores, with the matched reference (frame 0) and the true root (orientation and place) given as in the other
 probes, the fitted local rotations beside hold, and the fitted joints' image positions (lifted through stage 2 and
-IK, and as pixels) beside the true image positions and the layout. Figures: models/README.md (session of 3 Dec,
-15:22). A probe of what the video holds, not part of the product.
+IK, and as pixels) beside the true image positions and the layout. Figures: models/README.md (sessions of 3 Dec,
+15:22 and 17:57). A probe of what the video holds, not part of the product.
 """
 from __future__ import annotations
 
@@ -57,12 +62,13 @@ def _skeleton_bone(arm_ob, names):
 
 def mesh_samples(arm_ob, meshes, names, corners: bool = False):
     """Surface points of `meshes` (polygon centres), armature space at rest: points (P,3), normals (P,3),
-    skin_idx (P,K) skeleton bones, skin_w (P,K); and per vertex (V,3) rest points, (V,J) weights for the check."""
+    skin_idx (P,K) skeleton bones, skin_w (P,K), areas (P,) of surface each stands for; and per vertex (V,3) rest
+    points, (V,J) weights for the check."""
     to_bone = _skeleton_bone(arm_ob, names)
     deform = {b.name for b in arm_ob.data.bones if b.use_deform}
     J = len(names)
     a_inv = np.linalg.inv(np.array(arm_ob.matrix_world, np.float64))
-    pts, nrm, idx, wts, all_v, all_w = [], [], [], [], [], []
+    pts, nrm, idx, wts, area, all_v, all_w = [], [], [], [], [], [], []
     for ob in meshes:
         me = ob.data
         m = a_inv @ np.array(ob.matrix_world, np.float64)
@@ -86,14 +92,17 @@ def mesh_samples(arm_ob, meshes, names, corners: bool = False):
             vs = list(p.vertices)
             nn_ = np.asarray(p.normal, np.float64) @ nm.T
             centre, cw = v[vs].mean(0), w[vs].mean(0)
+            a = 0.5 * np.linalg.norm(np.cross(v[vs] - centre, v[np.roll(vs, -1)] - centre).sum(0))
             # the centre, and with `corners` also half-way from it to each corner (colours are per face)
-            for q, pw in [(centre, cw)] + ([(0.5 * (centre + v[k]), 0.5 * (cw + w[k])) for k in vs] if corners else []):
+            samples = [(centre, cw)] + ([(0.5 * (centre + v[k]), 0.5 * (cw + w[k])) for k in vs] if corners else [])
+            for q, pw in samples:
                 pts.append(q)
+                area.append(a / len(samples))
                 nrm.append(nn_ / max(np.linalg.norm(nn_), 1e-12))
                 top = np.argsort(-pw)[:K_SKIN]
                 idx.append(top)
                 wts.append(pw[top] / pw[top].sum())
-    return (np.array(pts), np.array(nrm), np.array(idx), np.array(wts), np.concatenate(all_v),
+    return (np.array(pts), np.array(nrm), np.array(idx), np.array(wts), np.array(area), np.concatenate(all_v),
             np.concatenate(all_w))
 
 
@@ -109,7 +118,7 @@ def dump_clip(seed: int, size: int, frames: int, real_fraction: float, frame0=No
         ob1 = None if other_basis is None else other_basis[:1]
         d = original(sc, arm_ob, meshes, names, bl_names, basis_rot[:1], root_loc[:1], ob1, cam_world[:1], K, focal,
                      size_, tol, **kw)  # one frame: the scene is left posed on the clip's first frame
-        pts, nrm, idx, wts, v, w = mesh_samples(arm_ob, meshes, names, corners)
+        pts, nrm, idx, wts, area, v, w = mesh_samples(arm_ob, meshes, names, corners)
         rest, tails, _ = render._read_bones(arm_ob, names)
         parents = [names.index(arm_ob.data.bones[n].parent.name) if arm_ob.data.bones[n].parent else -1
                    for n in names]
@@ -121,6 +130,7 @@ def dump_clip(seed: int, size: int, frames: int, real_fraction: float, frame0=No
         err = np.linalg.norm(ours - theirs, axis=1) / skel.height if len(theirs) == len(ours) else np.array([np.inf])
         raise _Captured(dict(points=pts.astype(np.float32), normals=nrm.astype(np.float32),
                              skin_idx=idx.astype(np.int32), skin_w=wts.astype(np.float32),
+                             areas=area.astype(np.float32),
                              skin_err_mean=np.float64(err.mean()), skin_err_max=np.float64(err.max()),
                              seed=np.int64(seed), frame0_diff=np.float64(
                                  np.nan if frame0 is None else np.abs(d["frames"][0] - frame0.astype(float)).mean())))
@@ -178,7 +188,7 @@ class MeshFit:
     """One clip's skinned surface points, camera and frames: poses the points, projects them, tells which the camera
     sees and reads the frames' colours where they land."""
 
-    def __init__(self, clip, shard, mesh, zbin: float = 1.0):
+    def __init__(self, clip, shard, mesh, zbin: float = 1.0, use_areas: bool = True):
         f = lambda a: torch.as_tensor(np.asarray(a, np.float64))
         sk = clip.skel
         self.parents, self.levels = sk.parents, depth_levels(sk.parents)
@@ -192,7 +202,10 @@ class MeshFit:
         self.idx, self.w = torch.as_tensor(mesh["skin_idx"].astype(np.int64)), f(mesh["skin_w"])
         self.zbin = zbin
         self.frames = torch.as_tensor(shard["frames"]).permute(0, 3, 1, 2).double() / 255.0  # (T, 3, S, S)
-        self.height = sk.height * float(np.cbrt(np.linalg.det(aw[:3, :3])))  # world units
+        scale = float(np.cbrt(np.linalg.det(aw[:3, :3])))
+        self.height = sk.height * scale  # world units
+        # surface each point stands for, world units^2 (dumps since 3 Dec, evening); None: points count equally
+        self.areas = f(mesh["areas"]) * scale ** 2 if use_areas and "areas" in mesh else None
 
     def pose(self, rot, t: int):
         """Local rotations (J, 3, 3) of frame t -> armature-space bone matrices (J, 4, 4)."""
@@ -228,6 +241,11 @@ class MeshFit:
             return torch.stack([u, v], -1), z, facing, nc / nc.norm(dim=-1, keepdim=True).clamp_min(1e-12)
         return torch.stack([u, v], -1), z, facing
 
+    def pixel_areas(self, z):
+        """px^2 of the image each point's surface covers at depths z (P,) if it faced the camera; None without
+        areas."""
+        return None if self.areas is None else self.areas * (float(self.K[0, 0]) / z) ** 2
+
     def head_depths(self, rot, t: int):
         """Depth of every bone head along the camera's axis, relative to the root's, / the height (J,)."""
         heads = self.pose(rot, t)[:, :3, 3]
@@ -260,9 +278,103 @@ def blurred(frames, sigma: float):
     return torch.as_tensor(np.stack([cv2.GaussianBlur(f, (0, 0), sigma) for f in x])).permute(0, 3, 1, 2)
 
 
+def _gauss_blur(x, sigma: float):
+    """(N, S, S) -> the same blurred by a Gaussian of `sigma` px (separable, zero outside; none at 0),
+    differentiable."""
+    if sigma <= 0:
+        return x
+    r = max(1, int(np.ceil(3 * sigma)))
+    g = torch.exp(-torch.arange(-r, r + 1, dtype=x.dtype) ** 2 / (2 * sigma * sigma))
+    g = g / g.sum()
+    x = torch.nn.functional.conv2d(x[:, None], g.view(1, 1, 1, -1), padding=(0, r))
+    return torch.nn.functional.conv2d(x, g.view(1, 1, -1, 1), padding=(r, 0))[:, 0]
+
+
+def splat(uv, size: int, weights=None):
+    """Bilinear splat (S, S) of the points at uv (P, 2) pixels, each carrying `weights` (P,) (default 1);
+    differentiable in uv and the weights."""
+    u, v = uv[:, 0] - 0.5, uv[:, 1] - 0.5
+    x0, y0 = u.detach().floor(), v.detach().floor()
+    fx, fy = u - x0, v - y0
+    one = torch.ones_like(u) if weights is None else weights
+    dens = torch.zeros(size * size, dtype=uv.dtype)
+    for dx, dy, w in ((0, 0, (1 - fx) * (1 - fy)), (1, 0, fx * (1 - fy)), (0, 1, (1 - fx) * fy), (1, 1, fx * fy)):
+        xi, yi = (x0 + dx).long(), (y0 + dy).long()
+        ok = (xi >= 0) & (xi < size) & (yi >= 0) & (yi < size)
+        dens = dens.index_add(0, (yi * size + xi)[ok], (w * one)[ok])
+    return dens.view(size, size)
+
+
+def coverage(uv, size: int, sigma: float, d0: float | None = None, areas=None):
+    """How much of every pixel the points at uv (P, 2) cover, (S, S) in [0, 1], differentiable in uv: their splat
+    blurred by `sigma` px (density D), then 1 - exp(-D / d0); `d0` None: the density itself. With `areas` (P,), the
+    px^2 of surface each point stands for, the splat of the areas is filled over half the points' typical spacing
+    (at least 1 px) and turned into coverage first (1 - exp(-2 D): one layer of surface covers 86%), then blurred by
+    `sigma`, like the image's silhouette."""
+    if areas is not None:
+        fill = max(1.0, 0.5 * float(areas.detach().median().sqrt()))
+        layers = _gauss_blur(splat(uv, size, areas)[None], fill)
+        return _gauss_blur(1 - torch.exp(-2 * layers), sigma)[0]
+    dens = _gauss_blur(splat(uv, size)[None], sigma)[0]
+    return dens if d0 is None else 1 - torch.exp(-dens / d0)
+
+
+def colour_posterior(frames, ref_mask, bins: int = 16, grow: int = 2) -> torch.Tensor:
+    """Foreground probability (T, S, S) of every pixel of `frames` (T, 3, S, S) in [0, 1], from RGB histograms
+    (`bins` per channel) of frame 0 split by `ref_mask` (S, S) bool, which is eroded (foreground) and dilated
+    (background) by `grow` px so that the outline's mixed pixels train neither (as in PWP3D's region term)."""
+    import cv2
+    k = np.ones((2 * grow + 1,) * 2, np.uint8)
+    fg = cv2.erode(ref_mask.astype(np.uint8), k) > 0
+    bg = cv2.dilate(ref_mask.astype(np.uint8), k) == 0
+    q = (frames.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.int64).clip(0, 255) * bins // 256
+    code = (q[..., 0] * bins + q[..., 1]) * bins + q[..., 2]  # (T, S, S)
+    pf = np.bincount(code[0][fg], minlength=bins ** 3) + 0.5
+    pb = np.bincount(code[0][bg], minlength=bins ** 3) + 0.5
+    pf, pb = pf / pf.sum(), pb / pb.sum()
+    return torch.as_tensor((pf / (pf + pb))[code])
+
+
+def silhouettes(fit: MeshFit, ref_rot, window: int, sigmas, oracle_rot=None) -> dict:
+    """{sigma: (target (window, S, S), d0)} for the silhouette term: the colour posterior of the pixels (frame 0's
+    colours in and out of the reference pose's coverage), blurred like the points' coverage; or, with
+    `oracle_rot` (window, J, 3, 3), the coverage of the points under those (true) poses, a ceiling. `d0` scales the
+    coverage of points without areas (a third of the body's typical density covers fully); None with areas."""
+    def cover(rot, t, px, d0=None):
+        uv, z, _ = fit.project(torch.as_tensor(rot, dtype=torch.float64), t)
+        if fit.areas is not None:
+            return coverage(uv, fit.size, px, areas=fit.pixel_areas(z)), None
+        dens = coverage(uv, fit.size, px)
+        d0 = 0.3 * float(dens[dens > 1e-3].median()) if d0 is None else d0
+        return 1 - torch.exp(-dens / d0), d0
+
+    out = {}
+    with torch.no_grad():
+        if oracle_rot is None:
+            post = colour_posterior(fit.frames[:window], (cover(ref_rot, 0, fit.size / 160)[0] > 0.5).numpy())
+        for s in sigmas:
+            px = max(s, 1.0) * fit.size / 160  # sigmas: px of a 160 px frame, as the blur of the colours
+            d0 = cover(ref_rot, 0, px)[1]
+            if oracle_rot is None:
+                target = _gauss_blur(post, px)
+            else:
+                target = torch.stack([cover(oracle_rot[t], t, px, d0)[0] for t in range(window)])
+            out[s] = (target, d0)
+    return out
+
+
+def silhouette_term(fit: MeshFit, uv, z, mask: tuple, sigma: float, t: int):
+    """Squared difference between the coverage of the points at uv (P, 2), depths z (P,), and frame t of a
+    `silhouettes` target `mask` (target, d0) at blur `sigma`, per unit of the target's area."""
+    target, d0 = mask
+    cover = coverage(uv, fit.size, max(sigma, 1.0) * fit.size / 160, d0, fit.pixel_areas(z))
+    return ((cover - target[t]) ** 2).sum() / target[t].sum().clamp_min(1)
+
+
 def fit_frame(fit: MeshFit, imgs: dict, colours: dict, has, start, t: int, iters=(15, 15, 15), lr: float = 0.03,
               smooth: float = 0.1, tol: float = 0.03, ref=None, anchor: float = 0.0, shade: float = 0.3,
-              optimizer: str = "lbfgs", depth: float = 0.0, free_root: bool = False):
+              optimizer: str = "lbfgs", depth: float = 0.0, free_root: bool = False, sil: float = 0.0,
+              masks: dict | None = None):
     """Local rotations (J, 3, 3) of frame t, searched from `start` (its root rotation is kept): each bone turns by an
     axis-angle so that the surface points coloured on the reference frame (`colours[sigma]`, where `has`) land on
     their colours in `imgs[sigma][t]`, coarse (large sigma) to fine, against a pull (`smooth`) back to `start` and
@@ -270,7 +382,9 @@ def fit_frame(fit: MeshFit, imgs: dict, colours: dict, has, start, t: int, iters
     `optimizer` "adam" (steps of `lr`) or "lbfgs" (`iters` iterations per level, strong Wolfe line search).
     `colours[sigma]` is (P, 3), or (albedo (P, 3), ambient (3,), normal term (3, 3)) from `fit_light`.
     `depth`: weight of a pull of every head's depth (camera frame, relative to the root, / height) towards the
-    reference pose's carried by the root: the depth the pictures show least. `free_root`: the root turns too."""
+    reference pose's carried by the root: the depth the pictures show least. `free_root`: the root turns too.
+    `sil`: weight of the silhouette term, the squared difference between all points' coverage and `masks[sigma]`
+    (`silhouettes`) over the image, per unit of the target's area."""
     J = start.shape[0]
     mask = torch.ones(J, 1, dtype=torch.float64)
     mask[0] = float(free_root)
@@ -282,7 +396,7 @@ def fit_frame(fit: MeshFit, imgs: dict, colours: dict, has, start, t: int, iters
 
     def objective(s, vis):
         rot = start @ rodrigues(w * mask)
-        uv, _, _, nc = fit.project(rot, t, normals=True)
+        uv, z, _, nc = fit.project(rot, t, normals=True)
         want = colours[s]
         if isinstance(want, tuple):  # a shading model: colour per point x light of the turned normal
             alb, a, b = want
@@ -294,6 +408,8 @@ def fit_frame(fit: MeshFit, imgs: dict, colours: dict, has, start, t: int, iters
             loss = loss + anchor * ((rot - ref)[1:] ** 2).sum()
         if depth:
             loss = loss + depth * ((fit.head_depths(rot, t) - z_held) ** 2).sum()
+        if sil:
+            loss = loss + sil * silhouette_term(fit, uv, z, masks[s], s, t)
         return loss
 
     def visibility():
@@ -361,14 +477,17 @@ def fit_light(C, N, V, iters: int = 10):
 
 
 def fit_window(fit: MeshFit, ref_rot, true_root, window: int, sigmas=(4.0, 2.0, 1.0), shading: bool = False,
-               free_root: bool = False, **kw):
+               free_root: bool = False, oracle_rot=None, **kw):
     """Track local rotations (window, J, 3, 3) from frame 0 (given: `ref_rot`) frame by frame, each frame started
     from the last one's; the root's rotation is given on every frame (`true_root`, (window, 3, 3)). `shading`: the
     points' colours come from a light fixed to the camera (`fit_light`), refitted after every frame on the frames
     fitted so far, so that a part turning in depth is expected to change its brightness. `free_root`: the root's
-    rotation is fitted too, from the reference's (`true_root` unused; its location stays the clip's)."""
+    rotation is fitted too, from the reference's (`true_root` unused; its location stays the clip's). With `sil` in
+    `kw`, the silhouette term's targets come from `silhouettes` (the true poses `oracle_rot` give a ceiling)."""
     tol = kw.get("tol", 0.03)
     imgs, colours, has = reference_colours(fit, ref_rot, window, sigmas, tol)
+    if kw.get("sil"):
+        kw["masks"] = silhouettes(fit, ref_rot, window, sigmas, oracle_rot)
     kw.setdefault("iters", (15,) * len(sigmas))
     out = [torch.as_tensor(ref_rot, dtype=torch.float64)]
     seen = {s: [] for s in sigmas}  # per sigma: (colours, normals, visible) of each fitted frame
@@ -402,7 +521,7 @@ def joint_pixels(clip, shard, rot) -> tuple:
 
 
 def fit_probe(data: Path, mesh_dir: Path, max_clips: int | None, window: int, threads: int, only=None,
-              pos_err: float = 0.03, **kw):
+              pos_err: float = 0.03, oracle_silhouette: bool = False, use_areas: bool = True, **kw):
     """Prints, per group, the fitted rotations beside hold, and the fitted joints' image positions lifted through
     stage 2 and IK beside the true image positions and the layout lifted the same way (probe_patch_tracker)."""
     from collections import defaultdict
@@ -423,7 +542,8 @@ def fit_probe(data: Path, mesh_dir: Path, max_clips: int | None, window: int, th
         w = min(window, c.n_frames)
         truth = c.basis[:w]
         t0 = time.time()
-        rot = fit_window(MeshFit(c, shard, mesh), truth[0], truth[:, 0], w, **kw)
+        fit = MeshFit(c, shard, mesh, use_areas=use_areas)
+        rot = fit_window(fit, truth[0], truth[:, 0], w, oracle_rot=truth if oracle_silhouette else None, **kw)
         secs = time.time() - t0
         rows = stage2_rows(c, shard["frames"][:w], {"mesh fit": joint_pixels(c, shard, rot)}, net, model, pos_err,
                            acc, group, w)
@@ -444,7 +564,9 @@ def fit_probe(data: Path, mesh_dir: Path, max_clips: int | None, window: int, th
     print_rows(acc, ["hold", "mesh fit rotations", "stage 2 on mesh fit", "IK on mesh fit", "stage 2 on true 2D",
                      "IK on true 2D", "stage 2 on layout"], ("layout", "mesh fit heads"),
                f"matched reference (frame 0), root location given, root rotation "
-               f"{'fitted' if kw.get('free_root') else 'given'}; {len(clips)} clips, {time.time() - t_all:.0f} s; "
+               f"{'fitted' if kw.get('free_root') else 'given'}; silhouette weight {kw.get('sil', 0)}"
+               f"{' (oracle: the true poses)' if oracle_silhouette else ''}; {len(clips)} clips, "
+               f"{time.time() - t_all:.0f} s; "
                f"stage 2 told positions are {pos_err} of the height off (0 on the true 2D)")
     print(f"root orientation, degrees ({'fitted' if kw.get('free_root') else 'given'} in the fit):")
     for group in ("procedural", "real"):
@@ -478,6 +600,12 @@ def main(argv=None):
     fp.add_argument("--depth", type=float, default=0.0, help="weight of the pull towards the reference's depths")
     fp.add_argument("--shading", action="store_true", help="expect colours shaded by a light fixed to the camera")
     fp.add_argument("--fit-root", action="store_true", help="fit the root's rotation too (its location stays given)")
+    fp.add_argument("--silhouette", type=float, default=0.0,
+                    help="weight of the silhouette term (targets: colour posterior of frame 0's fore/background)")
+    fp.add_argument("--oracle-silhouette", action="store_true",
+                    help="silhouette targets from the true poses' coverage instead (a ceiling, not a method)")
+    fp.add_argument("--equal-points", action="store_true",
+                    help="silhouette: every point counts the same, not by the surface it stands for")
     fp.add_argument("--clips", type=int, nargs="+", help="only these clip indices (of the sorted set)")
     fp.add_argument("--pos-err", type=float, default=0.03, help="how far off stage 2 is told the positions are")
     a = ap.parse_args(argv)
@@ -486,7 +614,8 @@ def main(argv=None):
     else:
         fit_probe(a.data, a.mesh, a.max_clips, a.window, a.threads, lr=a.lr, smooth=a.smooth, anchor=a.anchor,
                   sigmas=tuple(a.sigmas), iters=(a.iters,) * len(a.sigmas), shade=a.shade, optimizer=a.optimizer,
-                  depth=a.depth, shading=a.shading, free_root=a.fit_root, only=a.clips, pos_err=a.pos_err)
+                  depth=a.depth, shading=a.shading, free_root=a.fit_root, only=a.clips, pos_err=a.pos_err,
+                  sil=a.silhouette, oracle_silhouette=a.oracle_silhouette, use_areas=not a.equal_points)
 
 
 if __name__ == "__main__":

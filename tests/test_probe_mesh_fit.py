@@ -116,3 +116,38 @@ def test_fit_light_recovers_a_shaded_surface():
     alb1, a1, b1 = fit_light(colours[:1], n[:1], seen[:1])
     np.testing.assert_allclose(b1, 0, atol=1e-5)  # 1e-6 ridge
     np.testing.assert_allclose((alb1 * (a1 + n[0] @ b1.T))[seen[0]], colours[0][seen[0]], atol=1e-5)
+
+
+def test_silhouette_targets_match_the_true_coverage(clip):
+    """The colour posterior (frame 0's colours in and out of the reference pose's coverage) finds, on a later
+    frame, the pixels the true pose's points cover; the silhouette term is lower at the true pose than at hold."""
+    from models.probe_mesh_fit import silhouette_term, silhouettes
+    c, shard, mesh = clip
+    fit = MeshFit(c, shard, mesh)
+    t, s = FRAMES - 1, 1.0
+    found = silhouettes(fit, c.basis[0], FRAMES, (s,))
+    oracle = silhouettes(fit, c.basis[0], FRAMES, (s,), oracle_rot=c.basis)
+    assert fit.areas is not None and found[s][1] is None  # points stand for their surface
+    a, b = found[s][0][t] > 0.5, oracle[s][0][t] > 0.5
+    iou = float((a & b).sum() / (a | b).sum())
+    hold = c.basis[0].copy()
+    hold[0] = c.basis[t, 0]
+
+    def term(rot):
+        uv, z, _ = fit.project(torch.as_tensor(rot), t)
+        return float(silhouette_term(fit, uv, z, found[s], s, t))
+    print(f"posterior vs true coverage IoU {iou:.2f}; term: true pose {term(c.basis[t]):.3f}, hold {term(hold):.3f}")
+    assert iou > 0.7
+    assert term(c.basis[t]) < 0.8 * term(hold)
+
+
+def test_points_standing_for_their_surface_cover_it():
+    """A square of surface 20 px wide, sampled every 2 px (4 px^2 per point), covers its inside (one layer: 86%)
+    and nothing well outside, whatever the spacing of its points; without areas the density counts points."""
+    from models.probe_mesh_fit import coverage
+    g = torch.arange(41.0, 60.0, 2.0, dtype=torch.float64)
+    uv = torch.stack(torch.meshgrid(g, g, indexing="xy"), -1).reshape(-1, 2)
+    cover = coverage(uv, 100, 0.0, areas=torch.full((len(uv),), 4.0, dtype=torch.float64))
+    assert abs(float(cover[45:55, 45:55].mean()) - (1 - np.exp(-2))) < 0.03
+    assert float(cover[:30].max()) < 1e-3 and float(cover[:, 70:].max()) < 1e-3
+    np.testing.assert_allclose(float(coverage(uv, 100, 1.0).sum()), len(uv), rtol=1e-6)
