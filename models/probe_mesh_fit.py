@@ -354,7 +354,7 @@ def silhouettes(fit: MeshFit, ref_rot, window: int, sigmas, oracle_rot=None) -> 
             post = colour_posterior(fit.frames[:window], (cover(ref_rot, 0, fit.size / 160)[0] > 0.5).numpy())
         for s in sigmas:
             px = max(s, 1.0) * fit.size / 160  # sigmas: px of a 160 px frame, as the blur of the colours
-            d0 = cover(ref_rot, 0, px)[1]
+            d0 = None if fit.areas is not None else cover(ref_rot, 0, px)[1]
             if oracle_rot is None:
                 target = _gauss_blur(post, px)
             else:
