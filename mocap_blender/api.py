@@ -6,17 +6,21 @@ command use the same code (`capture_iter`, the generator underneath).
     action = api.capture(bpy.context.object, "/path/clip.mp4")
 
 Bad input raises `MocapError` (also available as `api.MocapError`) with a message saying what to do, before the
-scene is touched: the scene is left exactly as it was.
+scene is touched: the scene is left exactly as it was. What the user should know about a finished capture (for
+example that the model file is the untrained network) is issued as a `CaptureWarning` through Python's `warnings`
+(`warnings.simplefilter("error", api.CaptureWarning)` makes a pipeline stop on it); `capture_iter` returns every
+note, warnings and tips alike.
 """
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 from .core.errors import MocapError
 
-__all__ = ["capture", "capture_iter", "CaptureOutcome", "MocapError", "MODEL"]
+__all__ = ["capture", "capture_iter", "CaptureOutcome", "CaptureWarning", "MocapError", "MODEL"]
 
 MODEL_FILE = Path(__file__).resolve().parent / "weights" / "mocap.onnx"
 
@@ -58,6 +62,10 @@ class ModelOwner:
     def release(self) -> None:
         self._model = None
         self._key = None
+
+
+class CaptureWarning(UserWarning):
+    """A finished capture the user should know about (its keys are made; see the message)."""
 
 
 MODEL = ModelOwner()  # the one owner of the session (module state is limited to this object)
@@ -160,7 +168,7 @@ def capture(armature, video, *, frame_start=None, reference_frame=None, camera=N
         looking along +Y, Z up).
     action_name: name of the new action (default: the clip's file name; made unique by Blender).
     progress: optional callable(done, total, message) called as the capture advances.
-    Raises MocapError (scene unchanged) on bad input.
+    Raises MocapError (scene unchanged) on bad input; issues each warning note of the capture as a CaptureWarning.
     """
     gen = capture_iter(armature, video, frame_start=frame_start, reference_frame=reference_frame, camera=camera,
                        action_name=action_name)
@@ -170,6 +178,11 @@ def capture(armature, video, *, frame_start=None, reference_frame=None, camera=N
             if progress is not None:
                 progress(*step)
     except StopIteration as stop:
-        return stop.value.action
+        outcome = stop.value
     finally:
         gen.close()
+    from .core.pipeline import WARNING_PREFIX
+    for note in outcome.notes:
+        if note.startswith(WARNING_PREFIX):
+            warnings.warn(note[len(WARNING_PREFIX):], CaptureWarning, stacklevel=2)
+    return outcome.action

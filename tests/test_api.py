@@ -83,6 +83,30 @@ def test_capture_function_contract(empty_scene, clip):
     assert frames[0] == 3 and len(frames) == 40
 
 
+def test_capture_warns_the_console_user_when_the_model_is_untrained(empty_scene, clip, tmp_path, monkeypatch):
+    """api.capture returns only the action, so its warning notes go out as CaptureWarning: with the shipped file
+    exactly when it is the untrained network, and never with the same weights labelled trained=1."""
+    import warnings
+    onnx = pytest.importorskip("onnx")
+    from mocap_blender.core.pipeline import WARNING_PREFIX
+    obj = make_armature()
+
+    def captured_warnings():
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            api.capture(obj, clip, frame_start=1, reference_frame=1)
+        return [str(w.message) for w in seen if issubclass(w.category, api.CaptureWarning)]
+
+    shipped = captured_warnings()
+    assert shipped == ([UNTRAINED_NOTE[len(WARNING_PREFIX):]] if api.MODEL.get().untrained else [])
+    m = onnx.load(str(MODEL_PATH))
+    (prop,) = [p for p in m.metadata_props if p.key == "trained"]
+    prop.value = "1"
+    onnx.save(m, str(tmp_path / "trained.onnx"))
+    monkeypatch.setattr(api.MODEL, "path", tmp_path / "trained.onnx")  # the owner reloads on a new path
+    assert captured_warnings() == []
+
+
 def test_reference_frame_inside_the_clip_is_told_to_the_model(empty_scene, clip, monkeypatch):
     obj = make_armature()
     real = api.MODEL.get()
