@@ -66,7 +66,20 @@ def _report_outcome(op, job: CaptureJob) -> None:
         op.report({'WARNING'} if note.startswith(WARNING_PREFIX) else {'INFO'}, note)
 
 
-class MOCAP_OT_capture_video(bpy.types.Operator):
+class PollWithReason:
+    """Mixin for operators: `poll` from the class's `why_not(context)`, whose reason becomes the greyed-out
+    button's tooltip."""
+
+    @classmethod
+    def poll(cls, context):
+        reason = cls.why_not(context)
+        if reason is not None:
+            cls.poll_message_set(reason)
+            return False
+        return True
+
+
+class MOCAP_OT_capture_video(PollWithReason, bpy.types.Operator):
     """Capture the motion in the chosen video onto the active armature, as a new action"""
     bl_idname = "mocap.capture_video"
     bl_label = "Capture from Video"
@@ -91,14 +104,6 @@ class MOCAP_OT_capture_video(bpy.types.Operator):
         if settings is None or not settings.video_path.strip():
             return "Choose a video file in the Mocap tab"
         return None
-
-    @classmethod
-    def poll(cls, context):
-        reason = cls.why_not(context)
-        if reason is not None:
-            cls.poll_message_set(reason)
-            return False
-        return True
 
     def _start(self, context) -> CaptureJob | None:
         try:

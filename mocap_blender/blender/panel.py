@@ -4,6 +4,7 @@ from __future__ import annotations
 import bpy
 
 from .operator import MOCAP_OT_capture_video
+from .video_view import MOCAP_OT_show_video
 
 
 class VIEW3D_PT_mocap_capture(bpy.types.Panel):
@@ -21,6 +22,8 @@ class VIEW3D_PT_mocap_capture(bpy.types.Panel):
         obj = context.active_object
 
         layout.prop(s, "video_path")
+        row = layout.row()
+        row.operator(MOCAP_OT_show_video.bl_idname, icon='CAMERA_DATA')
         col = layout.column(heading="Video Range")
         col.prop(s, "use_frame_range", text="Part Only")
         sub = col.column(align=True)
@@ -44,6 +47,7 @@ class VIEW3D_PT_mocap_capture(bpy.types.Panel):
         box.label(text="For the best result, pose the rig like", icon='INFO')
         box.label(text="the subject in one video frame and")
         box.label(text="use that frame as the reference.")
+        box.label(text="Show Video puts it behind the rig.")
 
         layout.prop(s, "camera")
         if s.camera is not None and s.camera.type != 'CAMERA':

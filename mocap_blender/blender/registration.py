@@ -7,8 +7,9 @@ from .. import api
 from .operator import MOCAP_OT_capture_video
 from .panel import VIEW3D_PT_mocap_capture
 from .properties import MocapSettings
+from .video_view import MOCAP_OT_show_video
 
-CLASSES = (MocapSettings, MOCAP_OT_capture_video, VIEW3D_PT_mocap_capture)
+CLASSES = (MocapSettings, MOCAP_OT_capture_video, MOCAP_OT_show_video, VIEW3D_PT_mocap_capture)
 
 
 def register() -> None:
