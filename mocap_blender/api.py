@@ -107,7 +107,7 @@ def capture_iter(armature, video, *, frame_start=None, reference_frame=None, cam
     import bpy
 
     from .blender import bake, rig
-    from .core.pipeline import capture_steps
+    from .core.pipeline import capture_steps, frame_rate_note
     from .core.video import VideoReader
 
     rig.check_armature(armature)
@@ -150,6 +150,9 @@ def capture_iter(armature, video, *, frame_start=None, reference_frame=None, cam
     action = bake.bake(armature, info, result.rotations, frame_start, name,
                        result.root_location if root_motion else None)
     notes = list(info.notes) + list(result.notes)
+    fps_note = frame_rate_note(reader.fps, scene.render.fps / scene.render.fps_base)
+    if fps_note:
+        notes.append(fps_note)
     if ref_video is None:
         notes.append("Tip: pose the rig to match one video frame and use that frame as the reference frame for "
                      "the best result.")

@@ -298,3 +298,21 @@ def test_frame_range_and_model_released(empty_scene, clip):
     mocap_blender.unregister()
     assert api.MODEL._model is None
     mocap_blender.register()
+
+
+def test_capture_warns_when_the_video_frame_rate_is_not_the_scenes(empty_scene, clip):
+    """One key per video frame plays the motion at another speed when the rates differ: said, never silent."""
+    import warnings
+    obj = make_armature()
+    empty_scene.render.fps, empty_scene.render.fps_base = 30, 1.0  # the clip is 24 fps
+
+    def fps_warnings():
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            api.capture(obj, clip, frame_start=1, reference_frame=1)
+        return [str(w.message) for w in seen if "fps" in str(w.message)]
+
+    got = fps_warnings()
+    assert len(got) == 1 and "24 fps" in got[0] and "30 fps" in got[0] and "1.25 times faster" in got[0]
+    empty_scene.render.fps = 24
+    assert fps_warnings() == []

@@ -274,3 +274,12 @@ def test_frames_reader_windows_like_a_video_file(clip):
         for (_, x), (_, y) in zip(a, b):
             np.testing.assert_array_equal(x, y)
     np.testing.assert_array_equal(held.frame(20), frames[20])
+
+
+def test_frame_rate_note_says_how_much_slower_or_faster_the_keys_play():
+    from mocap_blender.core.pipeline import WARNING_PREFIX, frame_rate_note
+    assert frame_rate_note(24.0, 24.0) is None and frame_rate_note(29.97, 30.0) is None  # within 1%
+    slow = frame_rate_note(30.0, 24.0)
+    assert slow.startswith(WARNING_PREFIX) and "1.25 times slower" in slow and "to 30 fps" in slow
+    assert "2.00 times faster" in frame_rate_note(12.0, 24.0)
+    assert frame_rate_note(0.0, 24.0) is None  # no rate known: nothing to say

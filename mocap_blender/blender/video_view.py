@@ -80,9 +80,11 @@ def show_video(scene, armature, video, *, camera=None, frame_start=None, first: 
     """Make `video` the background of `camera` (or of a new front camera framing `armature`), video frame `first`
     on scene frame `frame_start` (default the scene's start frame). Returns (camera object, notes).
 
-    Raises MocapError, with the scene unchanged, on a bad video, frame or camera.
+    Raises MocapError, with the scene unchanged, on a bad video, frame or camera. Notes starting with
+    `core.pipeline.WARNING_PREFIX` are warnings (the video's frame rate is not the scene's).
     """
     from .. import api
+    from ..core.pipeline import frame_rate_note
     from ..core.video import VideoReader
 
     path = api._resolve_video(video)
@@ -158,6 +160,9 @@ def show_video(scene, armature, video, *, camera=None, frame_start=None, first: 
     data.show_background_images = True
     if scene.camera is None:
         scene.camera = camera
+    fps_note = frame_rate_note(reader.fps, scene.render.fps / scene.render.fps_base)
+    if fps_note:
+        notes.append(fps_note)
     notes.insert(0, f"Video {os.path.basename(path)!r} shown behind camera {camera.name!r}: video frame {first} "
                     f"on scene frame {frame_start}, one frame per scene frame, as the capture keys it.")
     return camera, notes
@@ -198,8 +203,9 @@ class MOCAP_OT_show_video(PollWithReason, bpy.types.Operator):
         if s.camera is None:
             s.camera = camera
         look = self._look_through(context, camera)
+        from ..core.pipeline import WARNING_PREFIX
         for note in notes:
-            self.report({'INFO'}, note)
+            self.report({'WARNING'} if note.startswith(WARNING_PREFIX) else {'INFO'}, note)
         if not look:
             self.report({'INFO'}, f"Look through {camera.name!r} to see the video (Numpad 0 shows the scene's "
                                   "camera; Ctrl+Numpad 0 makes the selected camera the scene's).")

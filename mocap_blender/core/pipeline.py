@@ -43,6 +43,18 @@ UNTRAINED_NOTE = (WARNING_PREFIX + "the model file is the untrained network (met
                   "captures motion.")
 
 
+def frame_rate_note(video_fps: float, scene_fps: float) -> str | None:
+    """A warning when one key per video frame will not play at the speed the video was filmed (rates more than 1%
+    apart; 29.97 against 30 is the same), else None."""
+    if not (video_fps > 0 and scene_fps > 0) or abs(video_fps / scene_fps - 1.0) <= 0.01:
+        return None
+    ratio = video_fps / scene_fps
+    speed = f"{ratio:.2f} times slower" if ratio > 1 else f"{1 / ratio:.2f} times faster"
+    return (WARNING_PREFIX + f"the video runs at {video_fps:g} fps and the scene at {scene_fps:g} fps, so with one "
+            f"key per video frame the motion plays {speed} than filmed. Set the scene's frame rate to "
+            f"{video_fps:g} fps (Output Properties > Format > Frame Rate) to play it at the video's speed.")
+
+
 @dataclass
 class CaptureResult:
     """A capture in the skeleton's joint order. Video frame `frame_first + i` is result frame i."""
