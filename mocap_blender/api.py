@@ -59,6 +59,11 @@ class ModelOwner:
             self._key = key
         return self._model
 
+    @property
+    def device(self) -> str | None:
+        """Where the loaded network runs ("CPU" or "GPU (CUDA)"); None before the first capture loads it."""
+        return None if self._model is None else self._model.device
+
     def release(self) -> None:
         self._model = None
         self._key = None

@@ -105,7 +105,8 @@ def run(args: argparse.Namespace) -> dict:
     for note in outcome.notes:
         print(f"[mocap] {note}")
     print(f"[mocap] {n} frames -> action {outcome.action.name!r} on {obj.name!r} in {secs:.1f} s "
-          f"({n / max(secs, 1e-9):.1f} frames/s); wrote {args.out}" + (f" and {args.bvh}" if args.bvh else ""))
+          f"({n / max(secs, 1e-9):.1f} frames/s on the {api.MODEL.device or 'CPU'}); wrote {args.out}"
+          + (f" and {args.bvh}" if args.bvh else ""))
     return {"action": outcome.action.name, "frames": n, "seconds": secs}
 
 

@@ -53,6 +53,37 @@ def test_predict_shapes_and_finite(model):
     assert model.input_size > 0 and model.window_length > 0 and len(model.mean) == 3
 
 
+def test_gpu_first_when_onnxruntime_offers_it_and_the_cpu_when_it_cannot_start(model, monkeypatch):
+    """The Linux and Windows zips bundle onnxruntime-gpu: its CUDA provider is asked for first, and a GPU that
+    cannot start (no driver, CUDA or cuDNN) falls back to the CPU with the same results."""
+    import onnxruntime as ort
+    real = ort.InferenceSession
+    asked = []
+
+    def session(path, options, providers):
+        asked.append(list(providers))
+        if "CUDAExecutionProvider" in providers:
+            raise RuntimeError("CUDA failure 100: no CUDA-capable device is detected")
+        return real(path, options, providers=providers)
+
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    monkeypatch.setattr(ort, "InferenceSession", session)
+    fallback = MocapModel(SHIPPED, threads=2)
+    assert asked == [["CUDAExecutionProvider", "CPUExecutionProvider"], ["CPUExecutionProvider"]]
+    assert fallback.device == "CPU" and model.device == "CPU"  # this machine has no GPU
+    rng = np.random.default_rng(1)
+    skel = random_skeleton(9, rng)
+    rig = preprocess.make_rig_inputs(skel, rotvec_to_matrix(rng.normal(0, 0.3, (9, 3))))
+    frames = rng.integers(0, 255, (4, 64, 64, 3), dtype=np.uint8)
+    a, b = fallback.predict(frames, rig), model.predict(frames, rig)
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k])
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CPUExecutionProvider"])
+    asked.clear()
+    MocapModel(SHIPPED, threads=2)
+    assert asked == [["CPUExecutionProvider"]]  # the CPU build: never asked for a provider it does not have
+
+
 def test_missing_file(tmp_path):
     with pytest.raises(MocapError, match="not found"):
         MocapModel(tmp_path / "nope.onnx")

@@ -61,7 +61,7 @@ def _report_outcome(op, job: CaptureJob) -> None:
     n = out.result.n_frames
     op.report({'INFO'}, f"Captured {n} frames onto {job.armature_name!r} as action {out.action.name!r} "
                         f"(frames {out.frame_start}-{out.frame_start + n - 1}, {secs:.1f} s, "
-                        f"{n / max(secs, 1e-9):.0f} frames/s)")
+                        f"{n / max(secs, 1e-9):.0f} frames/s on the {api.MODEL.device or 'CPU'})")
     for note in out.notes:
         op.report({'WARNING'} if note.startswith(WARNING_PREFIX) else {'INFO'}, note)
 

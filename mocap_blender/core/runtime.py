@@ -22,6 +22,9 @@ FORMAT_VERSION = 3  # the model format this runtime understands (models/model.py
 ROTATION_FORMAT = "6d-columns"
 REQUIRED_META = ("format_version", "input_size", "rotation_format", "mean", "std", "window_length", "max_joints",
                  "n_joint_features", "subject_crop", "find_margin", "crop_min_side")
+# Execution providers in order of preference, those the installed onnxruntime offers: the Linux and Windows builds of
+# the extension bundle onnxruntime-gpu, which runs on an NVIDIA GPU when CUDA 12 and cuDNN 9 are installed.
+PREFERRED_PROVIDERS = ("CUDAExecutionProvider", "CPUExecutionProvider")
 NETWORK_RIG_INPUTS = ("joint_feats", "ref_rot6d", "parents", "hops", "edge_type", "local_mask")
 # `MocapModel.predict` outputs with one row per frame (the others describe the whole window)
 PER_FRAME_OUTPUTS = ("positions", "tails", "rotation", "root_orientation", "confidence", "joints2d",
@@ -46,8 +49,16 @@ class MocapModel:
         so.inter_op_num_threads = 1
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         so.log_severity_level = 3
+        available = set(ort.get_available_providers())
+        wanted = [p for p in PREFERRED_PROVIDERS if p in available] or ["CPUExecutionProvider"]
         try:
-            self.session = ort.InferenceSession(os.fspath(path), so, providers=["CPUExecutionProvider"])
+            try:
+                self.session = ort.InferenceSession(os.fspath(path), so, providers=wanted)
+            except Exception:
+                if wanted == ["CPUExecutionProvider"]:
+                    raise
+                # a GPU that cannot start (driver, CUDA or cuDNN missing): the CPU, which always works
+                self.session = ort.InferenceSession(os.fspath(path), so, providers=["CPUExecutionProvider"])
         except Exception as e:  # onnxruntime raises its own types for corrupt files
             raise MocapError(f"The model file {path.name} could not be loaded ({type(e).__name__}: "
                              f"{str(e).splitlines()[0][:200]}). It is corrupt or not an ONNX model; "
@@ -61,6 +72,12 @@ class MocapModel:
         if missing:
             raise MocapError(f"The model file {path.name} lacks inputs {sorted(missing)}; it does not match this "
                              "version of the extension. Reinstall the extension.")
+
+    @property
+    def device(self) -> str:
+        """Where the network runs: "GPU (CUDA)" or "CPU" (onnxruntime falls back to the CPU on its own when the
+        GPU provider cannot start)."""
+        return "GPU (CUDA)" if self.session.get_providers()[0] == "CUDAExecutionProvider" else "CPU"
 
     @property
     def untrained(self) -> bool:
