@@ -28,13 +28,14 @@ MODEL_FILE = Path(__file__).resolve().parent / "weights" / "mocap.onnx"
 class ModelOwner:
     """Owns the one ONNX Runtime session of the add-on: loaded on first use, released on unregister.
 
-    `path` (default the shipped `weights/mocap.onnx`) and `threads` can be changed; the session is reloaded when
-    they, or the file, change.
+    `path` (default the shipped `weights/mocap.onnx`) and `threads` (default: one per physical core, at least 2;
+    the benchmarks set 2) can be changed; the session is reloaded when they, or the file, change.
     """
 
-    def __init__(self, path=None, threads: int = 2):
+    def __init__(self, path=None, threads: int | None = None):
         self.path = path
-        self.threads = threads
+        # default: one thread per physical core (about half the logical ones), at least 2
+        self.threads = int(threads) if threads else max(2, (os.cpu_count() or 2) // 2)
         self._model = None
         self._key = None
 

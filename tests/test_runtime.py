@@ -262,3 +262,14 @@ def test_rig_inputs_shapes_and_reference_features():
         start += n
     with pytest.raises(MocapError):
         preprocess.make_rig_inputs(skel, ref[:5])
+
+
+def test_the_add_on_uses_one_thread_per_physical_core_by_default(monkeypatch):
+    from mocap_blender.api import ModelOwner
+    monkeypatch.setattr("os.cpu_count", lambda: 16)
+    assert ModelOwner().threads == 8 and ModelOwner(threads=3).threads == 3
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    assert ModelOwner().threads == 2
+    monkeypatch.setattr("os.cpu_count", lambda: None)  # unknown
+    owner = ModelOwner()
+    assert owner.threads == 2 and owner.get().session.get_session_options().intra_op_num_threads == 2
