@@ -161,7 +161,8 @@ def capture_iter(armature, video, *, frame_start=None, reference_frame=None, cam
         notes.append(fps_note)
     if ref_video is None:
         notes.append("Tip: pose the rig to match one video frame and use that frame as the reference frame for "
-                     "the best result.")
+                     "the best result (Show Video in the Mocap tab puts the video behind the rig, in step with the "
+                     "timeline).")
     return CaptureOutcome(action, result, info, frame_start, notes)
 
 
