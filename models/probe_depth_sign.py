@@ -90,17 +90,27 @@ def rebuild(heads_xy, tails_xy, head_cam0, tail_cam0, parents, sign_of):
     return heads, tails
 
 
+def window_truth(c, source: str, window: int):
+    """A clip's first window: (w, group, skeleton, height, true local rotations (w, J, 3, 3), true root
+    orientation in the camera frame (w, 3, 3), true heads in armature space, `to_arm`: camera-frame positions / height
+    -> armature space with the true root)."""
+    w = min(window, c.n_frames)
+    group = "real" if source != "procedural" else "procedural"
+    skel, h = c.skel, c.skel.height
+    true_rot, true_root = c.basis[:w], c.root_rot[:w]
+    true_heads = _arm(c.cam_to_arm[:w], c.head_cam[:w], h)
+    g0 = forward_kinematics(skel, true_rot)[:, 0, :3, :3]  # root frame -> armature
+    to_arm = lambda x: np.einsum("tab,tbc,tjc->tja", g0, np.swapaxes(true_root, -1, -2), x) * h
+    return w, group, skel, h, true_rot, true_root, true_heads, to_arm
+
+
 def probe(data, max_clips, noises, window, seed):
     clips, sources = load_eval([data], max_clips)
     rng = np.random.default_rng(seed)
     acc = defaultdict(list)  # (group, row) -> [(mean, n)]
     flips = defaultdict(lambda: [0, 0])  # noise -> [wrong signs by continuity, wrong by reference], |dz| > 5% len
     for i, c in enumerate(clips):
-        w = min(window, c.n_frames)
-        group = "real" if sources[i] != "procedural" else "procedural"
-        skel, h, cam = c.skel, c.skel.height, c.cam_to_arm[:w]
-        true_rot, true_root = c.basis[:w], c.root_rot[:w]
-        true_heads = _arm(cam, c.head_cam[:w], h)
+        w, group, skel, h, true_rot, true_root, true_heads, to_arm = window_truth(c, sources[i], window)
         head_cam = c.head_cam[:w] - c.head_cam[:w, :1]  # root-relative, camera frame, / height
         tail_cam = c.tail_cam[:w] - c.head_cam[:w, :1]
         ref = true_rot[0]  # matched protocol: the reference is frame 0's pose
@@ -114,8 +124,6 @@ def probe(data, max_clips, noises, window, seed):
         par = np.asarray(skel.parents)[kids]
         true_dz = {"heads": head_cam[:, kids, 2] - head_cam[:, par, 2], "tails": tail_cam[..., 2] - head_cam[..., 2]}
         ref_dz = {"heads": ref_h[:, kids, 2] - ref_h[:, par, 2], "tails": ref_t[..., 2] - ref_h[..., 2]}
-        g0 = forward_kinematics(skel, true_rot)[:, 0, :3, :3]  # root frame -> armature
-        to_arm = lambda x: np.einsum("tab,tbc,tjc->tja", g0, np.swapaxes(true_root, -1, -2), x) * h
         hold = metrics.hold_baseline(ref, w)
         acc[(group, "hold")].append(metrics.rotation_errors(hold, true_rot)["moving"])
         for nz in noises:

@@ -58,6 +58,9 @@ class TrainConfig:
     # weight of a position loss after the best per-frame rotation of the predicted pose onto the true one (Kabsch,
     # root-relative): articulation alone, without the root orientation's error (0 = off, as before 1 Dec)
     pa_weight: float = 0.0
+    # share of stage-2 samples given the image plane only (probe `models/probe_flat_depth.py`): camera-frame depth
+    # replaced by the reference pose's, carried by the true root, and told FLAT_DEPTH_ERR (0 = off, as before 3 Dec)
+    flat_depth: float = 0.0
     save_every: int = 100
     log_every: int = 20
     max_minutes: float = 1e9
@@ -217,6 +220,21 @@ def training_box(clip: Clip, mc: ModelConfig) -> np.ndarray:
     return np.array([cx, cy, side])
 
 
+FLAT_DEPTH_ERR = 0.06  # pos_err told with positions whose depth is the reference's (above any noise level trained)
+
+
+def flat_depth_positions(head_cam, tail_cam, root_rot, rig):
+    """Camera-frame heads and tails (T, J, 3) / height with their x, y kept and their depth the reference pose's
+    (rig["joint_feats"]'s reference heads and tails in the root's frame), carried by the root orientation root_rot
+    (T, 3, 3): what a reader of the image plane alone gives, with the reference for the rest."""
+    sl = preprocess.feature_slices()
+    feats = rig["joint_feats"].astype(np.float64)
+    heads, tails = np.array(head_cam, dtype=np.float64), np.array(tail_cam, dtype=np.float64)
+    heads[..., 2] = np.einsum("tb,jb->tj", root_rot[:, 2], feats[:, sl["ref_head"]])
+    tails[..., 2] = np.einsum("tb,jb->tj", root_rot[:, 2], feats[:, sl["ref_tail"]])
+    return heads, tails
+
+
 def make_sample(clip: Clip, t: int, rng, cfg: TrainConfig, feats=None, protocol=None, start=None,
                 frames=None, box=None) -> dict:
     """One training window. feats: cached encoder maps of the clip (frozen encoder) and the crop they saw;
@@ -241,6 +259,14 @@ def make_sample(clip: Clip, t: int, rng, cfg: TrainConfig, feats=None, protocol=
     s["noisy_head_can"] = clip.head_can[sl] + smooth_noise(rng, clip.head_can[sl].shape, sigma, white)
     s["noisy_tail_can"] = clip.tail_can[sl] + smooth_noise(rng, clip.tail_can[sl].shape, sigma, white)
     s["noisy_head_cam"] = clip.head_cam[sl] + smooth_noise(rng, clip.head_cam[sl].shape, sigma, white)
+    if cfg.flat_depth and rng.random() < cfg.flat_depth:
+        heads, tails = flat_depth_positions(clip.head_cam[sl], clip.tail_cam[sl], clip.root_rot[sl], rig)
+        heads[..., :2] += smooth_noise(rng, heads[..., :2].shape, sigma, white)
+        tails[..., :2] += smooth_noise(rng, tails[..., :2].shape, sigma, white)
+        s["noisy_head_cam"] = heads
+        s["noisy_head_can"] = np.einsum("tba,tjb->tja", clip.root_rot[sl], heads)  # camera -> root frame
+        s["noisy_tail_can"] = np.einsum("tba,tjb->tja", clip.root_rot[sl], tails)
+        s["pos_err"] = np.full((t, clip.n_joints, 1), FLAT_DEPTH_ERR)
     if feats is not None:
         s["f8"], s["f16"], s["f32"] = feats[0][sl], feats[1][sl], feats[2][sl]
         box = feats[3]

@@ -63,6 +63,27 @@ def test_clip_truth_is_consistent(shards):
     assert np.allclose(c.head_can[:, 0], 0) and np.isfinite(c.log_depth).all()
 
 
+def test_flat_depth_keeps_the_image_plane_and_takes_the_references_depth(shards):
+    """The image-plane-only positions of `--flat-depth`: x, y the truth's, depth the reference's carried by the
+    root, so on the frame the reference shows they are the truth; the sample tells them FLAT_DEPTH_ERR off."""
+    from mocap_blender.core import preprocess
+    from models.train import FLAT_DEPTH_ERR, flat_depth_positions
+    data, _, _ = shards
+    c = Clip(data / "clip_0000000001.npz")
+    rig = preprocess.make_rig_inputs(c.skel, c.basis[3], ref_cam_to_arm=c.cam_to_arm[3])
+    heads, tails = flat_depth_positions(c.head_cam, c.tail_cam, c.root_rot, rig)
+    np.testing.assert_allclose(heads[..., :2], c.head_cam[..., :2])
+    np.testing.assert_allclose(tails[..., :2], c.tail_cam[..., :2])
+    np.testing.assert_allclose(heads[3], c.head_cam[3], atol=1e-5)
+    np.testing.assert_allclose(tails[3], c.tail_cam[3], atol=1e-5)
+    assert np.abs(heads[..., 2] - c.head_cam[..., 2]).max() > 1e-3  # other frames: depth not the truth's
+    tc = TrainConfig(flat_depth=1.0, pos_noise=0.0)
+    s = make_sample(c, 8, np.random.default_rng(0), tc, protocol="matched")
+    assert np.all(s["pos_err"] == FLAT_DEPTH_ERR)
+    np.testing.assert_allclose(s["noisy_head_cam"][..., :2], s["head_cam"][..., :2])
+    np.testing.assert_allclose(np.einsum("tba,tjb->tja", s["root_rot"], s["noisy_head_cam"]), s["noisy_head_can"])
+
+
 def test_batch_padding(shards):
     data, _, _ = shards
     clips = [Clip(p) for p in sorted(data.glob("*.npz"))]
