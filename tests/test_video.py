@@ -8,6 +8,7 @@ cv2 = pytest.importorskip("cv2")
 
 from mocap_blender.core.errors import MocapError  # noqa: E402
 from mocap_blender.core.video import VideoReader  # noqa: E402
+from _video_files import tag_rotation  # noqa: E402
 
 
 def _write(path, n, size=(64, 48), fps=25, fourcc="mp4v"):
@@ -36,6 +37,22 @@ def test_reads_count_fps_size_and_rgb(clip):
     assert start == 0 and frames.shape == (40, 48, 64, 3) and frames.dtype == np.uint8
     centre = frames[0, 20:30, 20:30].reshape(-1, 3).mean(0)
     assert centre[0] > 150 and centre[2] < 60  # RGB order: red first
+
+
+@pytest.mark.parametrize("degrees", [90, 180, 270])
+def test_rotation_tag_gives_upright_frames(clip, tmp_path, degrees):
+    """A phone's portrait clip is stored sideways with a rotation tag: frames come out turned as players show them
+    (clockwise by the tag), with the upright size, so the capture sees the subject standing."""
+    stored = VideoReader(clip)
+    assert stored.rotation == 0
+    tagged = VideoReader(tag_rotation(clip, tmp_path / f"tagged{degrees}.mp4", degrees))
+    assert tagged.rotation == degrees and tagged.n_frames == stored.n_frames
+    assert tagged.size == (stored.size if degrees == 180 else stored.size[::-1])
+    (_, plain), = list(stored.windows(100))
+    (_, upright), = list(tagged.windows(100))
+    np.testing.assert_array_equal(upright, np.rot90(plain, k=-degrees // 90, axes=(1, 2)))
+    np.testing.assert_array_equal(tagged.frame(7, max_side=32), cv2.resize(
+        np.ascontiguousarray(upright[7]), tagged.frame(7, max_side=32).shape[1::-1], interpolation=cv2.INTER_AREA))
 
 
 @pytest.mark.parametrize("length,overlap", [(8, 0), (8, 3), (16, 15), (7, 2)])

@@ -16,8 +16,10 @@ from bpy_extras.object_utils import world_to_camera_view  # noqa: E402
 
 from mocap_blender import api  # noqa: E402
 from mocap_blender.blender import rig  # noqa: E402
-from mocap_blender.blender.video_view import CLIP_TAG, MARGIN, MOCAP_OT_show_video, rig_points  # noqa: E402
-from mocap_blender.core.pipeline import intrinsics  # noqa: E402
+from mocap_blender.blender.video_view import (CLIP_TAG, MARGIN, MOCAP_OT_show_video, SHOWS_ROTATION_TAG,  # noqa: E402
+                                              rig_points, show_video)
+from mocap_blender.core.pipeline import WARNING_PREFIX, intrinsics  # noqa: E402
+from _video_files import tag_rotation  # noqa: E402
 
 
 @pytest.fixture
@@ -102,6 +104,20 @@ def test_show_video_keeps_a_chosen_camera_and_runs_again_without_duplicates(empt
         assert bpy.ops.mocap.show_video() == {'FINISHED'}
     shown = [bg.clip.filepath.endswith("other.mp4") for bg in cam.data.background_images if bg.show_background_image]
     assert shown == [True] and len(cam.data.background_images) == 2  # the earlier video is hidden, not removed
+
+
+def test_a_phone_clip_with_a_rotation_tag_is_framed_upright_or_the_user_is_told(empty_scene, clip, tmp_path):
+    """A portrait phone clip (stored 160 x 96 with a 90-degree tag): the camera's frame is the upright video the
+    capture reads (96 x 160). Blender 4.4+ shows the clip upright too; 4.2 and 4.3 show it as stored, and say so."""
+    obj = make_armature()
+    phone = tag_rotation(clip, tmp_path / "phone.mp4", 90)
+    _, notes = show_video(empty_scene, obj, phone)
+    assert (empty_scene.render.resolution_x, empty_scene.render.resolution_y) == (96, 160)
+    shown = next(m for m in bpy.data.movieclips if m.get(CLIP_TAG))
+    assert tuple(shown.size) == ((96, 160) if SHOWS_ROTATION_TAG else (160, 96))  # what this Blender really does
+    told = [n for n in notes if "rotation tag" in n]
+    assert len(told) == (0 if SHOWS_ROTATION_TAG else 1)
+    assert all(n.startswith(WARNING_PREFIX) and "90 degrees" in n and "4.4" in n for n in told)
 
 
 def test_show_video_refuses_bad_input_and_changes_nothing(empty_scene, clip, tmp_path):

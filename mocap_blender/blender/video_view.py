@@ -27,6 +27,9 @@ from .rig import DEFAULT_CAM_FROM_ARMATURE, _rotation_only
 CLIP_TAG = "mocap_blender_video"  # custom property on the movie clips this module loaded (never the user's own)
 CAMERA_NAME = "Mocap Camera"
 MARGIN = 1.2  # the rig fills 1 / MARGIN of the frame's width or height
+# Blender 4.2 and 4.3 play a video as stored, ignoring its rotation tag (phones store portrait clips sideways with
+# one); 4.4 and later turn it upright, as the capture's reader does (measured on 4.2.23, 4.3.0, 4.4.0, 4.5.15, 5.0.1)
+SHOWS_ROTATION_TAG = bpy.app.version >= (4, 4, 0)
 
 
 def front_camera_matrix(points_world: np.ndarray, arm_rotation: np.ndarray, tan_half_w: float,
@@ -84,7 +87,7 @@ def show_video(scene, armature, video, *, camera=None, frame_start=None, first: 
     `core.pipeline.WARNING_PREFIX` are warnings (the video's frame rate is not the scene's).
     """
     from .. import api
-    from ..core.pipeline import frame_rate_note
+    from ..core.pipeline import WARNING_PREFIX, frame_rate_note
     from ..core.video import VideoReader
 
     path = api._resolve_video(video)
@@ -163,6 +166,11 @@ def show_video(scene, armature, video, *, camera=None, frame_start=None, first: 
     fps_note = frame_rate_note(reader.fps, scene.render.fps / scene.render.fps_base)
     if fps_note:
         notes.append(fps_note)
+    if reader.rotation and not SHOWS_ROTATION_TAG:
+        notes.append(WARNING_PREFIX + f"Blender {bpy.app.version_string} shows this video turned {reader.rotation} "
+                     "degrees from upright: it ignores the file's rotation tag (as phones write), which the capture "
+                     "applies. Open the file in Blender 4.4 or later to see it as the capture reads it, or save the "
+                     "clip upright (`ffmpeg -i in.mp4 out.mp4` applies the tag).")
     notes.insert(0, f"Video {os.path.basename(path)!r} shown behind camera {camera.name!r}: video frame {first} "
                     f"on scene frame {frame_start}, one frame per scene frame, as the capture keys it.")
     return camera, notes

@@ -32,6 +32,14 @@ def _cv2():
     return cv2
 
 
+def _open(cv2, path: str):
+    """A capture that turns frames upright by the file's rotation tag (phones store portrait clips sideways with a
+    tag; OpenCV ignores it unless asked, Blender 5.0 and video players apply it)."""
+    cap = cv2.VideoCapture(path, cv2.CAP_FFMPEG)
+    cap.set(cv2.CAP_PROP_ORIENTATION_AUTO, 1)
+    return cap
+
+
 def _container(path: str) -> str | None:
     try:
         with open(path, "rb") as fh:
@@ -45,7 +53,10 @@ def _container(path: str) -> str | None:
 
 
 class VideoReader:
-    """An opened, validated video. Cheap to create (reads the first and last frames only)."""
+    """An opened, validated video. Cheap to create (reads the first and last frames only).
+
+    Frames come upright: a rotation tag in the file (phone videos) is applied, as video players do.
+    """
 
     def __init__(self, path):
         cv2 = _cv2()
@@ -70,7 +81,7 @@ class VideoReader:
         if suffix in _IMAGE_SUFFIXES or (cv2.haveImageReader(self.path) and _container(self.path) is None):
             raise MocapError(f"{name!r} is a still image, not a video. Capture needs a video of the motion: "
                              "choose a video file (MP4, MOV, AVI or MKV), or encode an image sequence to one.")
-        cap = cv2.VideoCapture(self.path, cv2.CAP_FFMPEG)
+        cap = _open(cv2, self.path)
         if not cap.isOpened():
             cap.release()
             kind = _container(self.path)
@@ -82,6 +93,9 @@ class VideoReader:
                              "Convert it to MP4 (H.264 or MPEG-4) and choose it again.")
         try:
             self.fps = float(cap.get(cv2.CAP_PROP_FPS))
+            meta = cap.get(cv2.CAP_PROP_ORIENTATION_META)
+            # degrees the frames are turned to stand upright (0 for most files); `size` is the upright size
+            self.rotation = int(round(meta)) % 360 if np.isfinite(meta) else 0
             count = cap.get(cv2.CAP_PROP_FRAME_COUNT)
             ok, first = cap.read()
             if not ok or first is None:
@@ -140,7 +154,7 @@ class VideoReader:
         w, h = self.size
         scale = 1.0 if not max_side or max(w, h) <= max_side else max_side / max(w, h)
         out_w, out_h = max(1, int(round(w * scale))), max(1, int(round(h * scale)))
-        cap = cv2.VideoCapture(self.path, cv2.CAP_FFMPEG)
+        cap = _open(cv2, self.path)
         try:
             if start > 0:
                 cap.set(cv2.CAP_PROP_POS_FRAMES, start)
