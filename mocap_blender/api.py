@@ -102,11 +102,12 @@ def _resolve_video(video) -> str:
 
 
 def capture_iter(armature, video, *, frame_start=None, reference_frame=None, camera=None, action_name=None,
-                 smoothing: float = 1.0, root_motion: bool = True, frame_range=None):
+                 smoothing: float = 1.0, root_motion: bool = True, frame_range=None, contacts: bool = False):
     """Generator behind `capture`: yields (done, total, message); returns a `CaptureOutcome`.
 
     Extra settings (the panel's): smoothing (Gaussian sigma in frames, 0 off), root_motion (key the root bone's
-    location), frame_range (first, last) video frames, inclusive, numbered from 0. All validation happens before
+    location), frame_range (first, last) video frames, inclusive, numbered from 0, contacts (pin the end bones
+    that rest on the ground: no foot skate; `core.contacts`). All validation happens before
     the first yield; the scene changes only in the last step (the bake), so closing the generator early (cancel)
     leaves it untouched.
     """
@@ -147,7 +148,8 @@ def capture_iter(armature, video, *, frame_start=None, reference_frame=None, cam
     result = yield from capture_steps(model, info.skeleton, info.ref_rot, reader, ref_video_frame=ref_video,
                                       cam_from_armature=cfa, smoothing=float(smoothing),
                                       root_motion=bool(root_motion), frame_range=(first, last),
-                                      lens_fov=lens_fov, ref_location=info.ref_location)
+                                      lens_fov=lens_fov, ref_location=info.ref_location,
+                                      contacts=bool(contacts), up=rig.world_up(armature))
     yield n, n, "Baking keys"
     try:
         armature.name  # still there? (the user may have deleted it while a modal capture ran)

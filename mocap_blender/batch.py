@@ -2,7 +2,7 @@
 
     python -m mocap_blender.batch --blend rig.blend --armature Armature --video clip.mp4 --out out.blend \
         [--bvh out.bvh] [--frame-start 1] [--reference-frame 1] [--camera Camera] [--action-name Walk] \
-        [--smoothing 1.0] [--no-root-motion] [--first 0 --last 99]
+        [--smoothing 1.0] [--no-root-motion] [--contacts] [--first 0 --last 99]
 
 Runs with the `bpy` module (pip install bpy), from the repository root or wherever `mocap_blender` is importable.
 Exit status: 0 on success, 2 on bad input (the message, starting with "error:", on stderr), 1 on an unexpected
@@ -30,6 +30,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--action-name", help="name of the new action (default: the video's file name)")
     p.add_argument("--smoothing", type=float, default=1.0, help="temporal smoothing in frames (0: off)")
     p.add_argument("--no-root-motion", action="store_true", help="do not key the root bone's location")
+    p.add_argument("--contacts", action="store_true",
+                   help="pin the end bones (feet, claws, tips) where they rest on the ground (no foot skate)")
     p.add_argument("--first", type=int, help="first video frame to capture (from 0)")
     p.add_argument("--last", type=int, help="last video frame to capture (inclusive)")
     return p.parse_args(argv)
@@ -91,7 +93,7 @@ def run(args: argparse.Namespace) -> dict:
 
     gen = api.capture_iter(obj, video, frame_start=args.frame_start, reference_frame=args.reference_frame,
                            camera=camera, action_name=args.action_name, smoothing=args.smoothing,
-                           root_motion=not args.no_root_motion, frame_range=frame_range)
+                           root_motion=not args.no_root_motion, frame_range=frame_range, contacts=args.contacts)
     try:
         while True:
             progress(*next(gen))

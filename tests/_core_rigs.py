@@ -71,3 +71,28 @@ def random_basis(rng, skel: Skeleton, n_frames: int | None = None):
     modes = [ROTATION_MODES[int(rng.integers(len(ROTATION_MODES)))] for _ in range(skel.n_joints)]
     rots = np.stack([mode_to_matrix(m, random_mode_params(rng, m, shape)) for m in modes], axis=-3)
     return modes, rots, rng.uniform(-1, 1, shape + (3,))
+
+
+def legs_rig() -> Skeleton:
+    """Hips 1 m up (+Z), two legs (thigh, shin, foot pointing forward, -Y), an arm that never touches the ground,
+    and a 1 cm stub under the hips (too short a chain to pin). Bones get arbitrary rolls."""
+    rng = np.random.default_rng(5)
+    bones = [  # name, parent, head, tail
+        ("hips", -1, (0, 0, 1.0), (0, 0, 1.2)),
+        ("thigh.L", 0, (0.15, 0, 1.0), (0.15, 0, 0.55)), ("shin.L", 1, (0.15, 0, 0.55), (0.15, 0, 0.1)),
+        ("foot.L", 2, (0.15, 0, 0.1), (0.15, -0.15, 0.0)),
+        ("thigh.R", 0, (-0.15, 0, 1.0), (-0.15, 0, 0.55)), ("shin.R", 4, (-0.15, 0, 0.55), (-0.15, 0, 0.1)),
+        ("foot.R", 5, (-0.15, 0, 0.1), (-0.15, -0.15, 0.0)),
+        ("arm", 0, (0.2, 0, 1.5), (0.5, 0, 1.5)), ("forearm", 7, (0.5, 0, 1.5), (0.8, 0, 1.5)),
+        ("stub", 0, (0, 0, 0.99), (0, 0, 0.98)),
+    ]
+    n = len(bones)
+    rest = np.zeros((n, 4, 4))
+    for j, (_, _, head, tail) in enumerate(bones):
+        y = np.subtract(tail, head) / np.linalg.norm(np.subtract(tail, head))
+        x = np.cross(y, rng.normal(size=3))
+        x /= np.linalg.norm(x)
+        rest[j, :3, :3] = np.stack([x, y, np.cross(x, y)], axis=1)
+        rest[j, :3, 3] = head
+        rest[j, 3, 3] = 1.0
+    return Skeleton.from_arrays([b[0] for b in bones], [b[1] for b in bones], rest, [b[3] for b in bones])

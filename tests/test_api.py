@@ -316,3 +316,21 @@ def test_capture_warns_when_the_video_frame_rate_is_not_the_scenes(empty_scene, 
     assert len(got) == 1 and "24 fps" in got[0] and "30 fps" in got[0] and "1.25 times faster" in got[0]
     empty_scene.render.fps = 24
     assert fps_warnings() == []
+
+
+def test_contact_clean_up_from_the_api_keys_the_cleaned_rotations(empty_scene, clip):
+    """contacts=True: the clean-up runs with the world's up read in the armature's space (here the armature object
+    lies on its back, as glTF imports can), says what it did, and the keys are its rotations."""
+    from mocap_blender.blender import rig
+    obj = make_armature()
+    obj.rotation_euler = (np.pi / 2, 0.0, 0.0)
+    bpy.context.view_layer.update()
+    np.testing.assert_allclose(rig.world_up(obj), [0.0, 1.0, 0.0], atol=1e-6)  # world +Z is armature +Y
+    outcome, steps = run(api.capture_iter(obj, clip, contacts=True))
+    result = outcome.result
+    assert result.contacts is not None and result.contacts.planted.shape[0] == result.n_frames
+    assert any(n.startswith("Contact clean-up") for n in outcome.notes)
+    assert "Pinning planted feet" in [s[2] for s in steps]
+    for j, name in enumerate(result.names):
+        _, m = channel_rotations(outcome.action, obj, name, obj.pose.bones[name].rotation_mode)
+        assert np.degrees(R.geodesic_angle(m, result.rotations[:, j])).max() < 0.05

@@ -111,6 +111,34 @@ def test_capture_shapes_windows_and_progress(model, clip):
 
 
 @needs_model
+def test_contact_clean_up_runs_after_smoothing_and_keeps_the_raw_capture(model, clip):
+    """The shipped file: the untrained network holds the reference pose while the root drifts a little with the
+    video, so the feet skate along. The clean-up finds both feet, pins them, says so and keeps the raw capture; off,
+    it does not run."""
+    from _core_rigs import legs_rig
+    from mocap_blender.core.skeleton import forward_kinematics
+    sk = legs_rig()
+    ref = np.tile(np.eye(3), (sk.n_joints, 1, 1))
+    on, steps = run(capture_steps(model, sk, ref, clip, smoothing=1.0, contacts=True, up=(0.0, 0.0, 1.0)))
+    off, _ = run(capture_steps(model, sk, ref, clip, smoothing=1.0))
+    assert off.contacts is None and not any("Contact clean-up" in n for n in off.notes)
+    feet = [sk.index(n) for n in ("foot.L", "foot.R")]
+    assert on.contacts.planted[:, [on.contacts.leaves.index(f) for f in feet]].mean() > 0.9
+    assert any(n.startswith("Contact clean-up: pinned foot.L, foot.R") for n in on.notes)
+    assert "Pinning planted feet" in [s[2] for s in steps]
+
+    def tips(result):
+        pose = forward_kinematics(sk, result.rotations, result.root_location)
+        return np.stack([(pose[:, f] @ np.array([0.0, sk.lengths[f], 0.0, 1.0]))[:, :3] for f in feet], axis=1)
+
+    drift = lambda p: np.ptp(p, axis=0).max() / sk.height
+    assert drift(tips(off)) > 0.02 and drift(tips(on)) < 0.2 * drift(tips(off))
+    np.testing.assert_array_equal(on.raw_rotations, off.raw_rotations)
+    np.testing.assert_array_equal(on.root_location, off.root_location)
+    np.testing.assert_array_equal(on.rotations[:, [0, 7, 8, 9]], off.rotations[:, [0, 7, 8, 9]])  # not the legs
+
+
+@needs_model
 def test_frame_range_and_root_motion_off(model, clip):
     sk = chain_skeleton()
     result, _ = run(capture_steps(model, sk, np.tile(np.eye(3), (sk.n_joints, 1, 1)), clip, frame_range=(10, 19),

@@ -54,6 +54,7 @@ class VIEW3D_PT_mocap_capture(bpy.types.Panel):
             layout.label(text=f"{s.camera.name!r} is not a camera", icon='ERROR')
         layout.prop(s, "smoothing")
         layout.prop(s, "root_motion")
+        layout.prop(s, "contacts")
         layout.prop(s, "action_name")
 
         layout.separator()

@@ -41,6 +41,10 @@ class MocapSettings(bpy.types.PropertyGroup):
     root_motion: BoolProperty(
         name="Root Motion", default=True,
         description="Also key the root bone's location (the creature moving through space)")
+    contacts: BoolProperty(
+        name="Contact Clean-up", default=False,
+        description="Pin the end bones (feet, claws, tips) where they rest on the ground, so they do not skate. "
+                    "Turns up to three bones above each; the raw capture is kept")
     action_name: StringProperty(
         name="Action Name", default="",
         description="Name of the new action (empty: the video's file name); an existing action is never replaced")
@@ -60,5 +64,6 @@ def capture_kwargs(settings: MocapSettings, context) -> dict:
         action_name=s.action_name or None,
         smoothing=s.smoothing,
         root_motion=s.root_motion,
+        contacts=s.contacts,
         frame_range=(s.video_first, s.video_last) if s.use_frame_range else None,
     )

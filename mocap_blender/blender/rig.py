@@ -223,6 +223,11 @@ def _rotation_only(m: np.ndarray) -> np.ndarray:
     return r
 
 
+def world_up(obj) -> np.ndarray:
+    """(3,) the world's up (+Z) in the armature's space (the ground the contact clean-up looks for)."""
+    return _rotation_only(np.array(obj.matrix_world, dtype=np.float64)[:3, :3]).T @ np.array([0.0, 0.0, 1.0])
+
+
 def cam_from_armature(obj, camera=None) -> np.ndarray:
     """(3, 3) rotation taking armature-space directions to the camera's local frame (looks along -Z, +Y up)."""
     if camera is None:

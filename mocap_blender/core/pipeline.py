@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import preprocess, rotations as R, smoothing as S
+from .contacts import Contacts, clean_contacts
 from .errors import MocapError
 from .runtime import PER_FRAME_OUTPUTS
 from .skeleton import Skeleton
@@ -59,7 +60,7 @@ def frame_rate_note(video_fps: float, scene_fps: float) -> str | None:
 class CaptureResult:
     """A capture in the skeleton's joint order. Video frame `frame_first + i` is result frame i."""
     names: tuple[str, ...]
-    rotations: np.ndarray  # (F, J, 3, 3) local rotations (matrix_basis), smoothed if smoothing was asked
+    rotations: np.ndarray  # (F, J, 3, 3) local rotations (matrix_basis), smoothed and contacts cleaned if asked
     raw_rotations: np.ndarray  # (F, J, 3, 3) as the model predicted (windows blended), never smoothed
     confidence: np.ndarray  # (F, J) in [0, 1]
     root_orientation_cam: np.ndarray  # (F, 3, 3) root orientation in the camera frame (raw)
@@ -69,6 +70,7 @@ class CaptureResult:
     root_location: np.ndarray | None = None  # (F, 3) root bone location channel (smoothed) or None
     raw_root_location: np.ndarray | None = None
     notes: list[str] = field(default_factory=list)  # for the user; warnings start with WARNING_PREFIX
+    contacts: Contacts | None = None  # what the contact clean-up found and pinned, when it ran
 
     @property
     def n_frames(self) -> int:
@@ -107,7 +109,7 @@ def capture_steps(model, skeleton: Skeleton, ref_rot, video_path, *, ref_video_f
                   cam_from_armature=None, smoothing: float = 1.0, root_motion: bool = True,
                   frame_range: tuple[int, int] | None = None, window: int | None = None,
                   overlap: int | None = None, lens_fov: float | None = None, ref_location=None,
-                  anchor_windows: bool = True):
+                  anchor_windows: bool = True, contacts: bool = False, up=None):
     """Generator: yields (done, total, message), returns CaptureResult.
 
     model: `runtime.MocapModel` (its `predict`, `root_translation`, `input_size`, `window_length`, `max_joints`,
@@ -120,6 +122,8 @@ def capture_steps(model, skeleton: Skeleton, ref_rot, video_path, *, ref_video_f
     root_motion: also return the root bone's location channel: the reference value `ref_location` (3,) at the
     reference video frame (or the first frame) plus the root's predicted displacement since then.
     anchor_windows: put the reference video frame in front of each window that does not hold it (see above).
+    contacts: pin the end points that rest on the ground (`core.contacts`) after smoothing; `up` (3,) is the
+    world's up direction in armature space (default +Z). `raw_rotations` keep the rotations before both.
     """
     reader = video_path if isinstance(video_path, VideoReader) else VideoReader(video_path)
     n_video = reader.n_frames
@@ -204,10 +208,32 @@ def capture_steps(model, skeleton: Skeleton, ref_rot, video_path, *, ref_video_f
                              "report the clip.")
     smoothed = S.smooth_rotations(raw, smoothing, weights=conf)
     loc = None if raw_loc is None else S.smooth_positions(raw_loc, smoothing)
+    notes = [UNTRAINED_NOTE] if getattr(model, "untrained", False) else []
+    found = None
+    if contacts:
+        yield n, n, "Pinning planted feet"
+        kept = loc if loc is not None else np.broadcast_to(
+            np.zeros(3) if ref_location is None else np.asarray(ref_location, np.float64), (n, 3))
+        smoothed, found = clean_contacts(skeleton, smoothed, kept, reader.fps, up=(0.0, 0.0, 1.0) if up is None
+                                         else up)
+        notes.append(contact_note(found, [skeleton.names[j] for j in found.leaves]))
     return CaptureResult(names=skeleton.names, rotations=smoothed, raw_rotations=raw, confidence=conf,
                          root_orientation_cam=root_cam, heads_cam=heads, fps=reader.fps, frame_first=first,
-                         root_location=loc, raw_root_location=raw_loc,
-                         notes=[UNTRAINED_NOTE] if getattr(model, "untrained", False) else [])
+                         root_location=loc, raw_root_location=raw_loc, notes=notes, contacts=found)
+
+
+def contact_note(found: Contacts, leaf_names) -> str:
+    """What the contact clean-up did, for the user."""
+    if not found.leaves:
+        return ("Contact clean-up: the rig has no end bone with a chain to pin it (each needs bones above it with "
+                "a single child), so nothing was pinned.")
+    planted = found.planted.any(axis=0)
+    if not planted.any():
+        return (f"Contact clean-up: none of the {len(found.leaves)} end bones rests on the ground long enough to be "
+                "pinned, so nothing was changed.")
+    names = ", ".join(n for n, p in zip(leaf_names, planted) if p)
+    return (f"Contact clean-up: pinned {names} where they rest on the ground ({int(found.planted.sum())} bone-frames; "
+            f"moved by at most {100 * found.shift.max():.1f}% of the rig's height).")
 
 
 def capture(*args, **kwargs) -> CaptureResult:
