@@ -540,7 +540,8 @@ class MocapNet(nn.Module):
         ref_flag (B, T) 1 on the frame the reference shows; joint_pad (B, J) additive (0 real, -1e4 padding).
         pose_override: optional dict(head_can (B, T, J, 3), tail_can, head_cam, pos_err (B, T, J, 1) how wrong
         they may be, fraction of rig height) feeding stage 2 instead of stage 1's prediction (skeleton-only
-        training, scheduled sampling, measuring stage 2 alone). stages=1 stops after stage 1.
+        training, scheduled sampling, measuring stage 2 alone), and optionally uv (B, T, J, 2, 2), the bones' heads
+        and tails in the image, for stage 2's look at the image around each bone. stages=1 stops after stage 1.
         Returns a dict of (B, T, ...) tensors.
         """
         b, j = joint_feats.shape[:2]
@@ -653,6 +654,8 @@ class MocapNet(nn.Module):
             pos_err = pose_override.get("pos_err", pos_err)
             if pos_err is None:
                 pos_err = torch.zeros_like(head_can[..., :1])
+            if "uv" in pose_override:  # where the bones are in the image (B, T, J, 2[head, tail], 2), if known
+                bone_d2 = self.bone_distance(pose_override["uv"])
 
         # ---- stage 2: pose -> rotation ----
         pos_err = pos_err.expand(*head_can.shape[:-1], 1)

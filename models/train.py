@@ -61,6 +61,10 @@ class TrainConfig:
     # share of stage-2 samples given the image plane only (probe `models/probe_flat_depth.py`): camera-frame depth
     # replaced by the reference pose's, carried by the true root, and told FLAT_DEPTH_ERR (0 = off, as before 3 Dec)
     flat_depth: float = 0.0
+    # share of stage-C batches whose stage 2 gets the given positions (true, noisy or flat) and the true image
+    # positions of the bones instead of stage 1's; -1 = scheduled sampling (0.5 falling to 0). 1 trains stage 2 on
+    # images alone (probe `models/probe_flat_depth.py --images`)
+    p_given: float = -1.0
     save_every: int = 100
     log_every: int = 20
     max_minutes: float = 1e9
@@ -451,6 +455,8 @@ def run_batch(net: MocapNet, b: dict, stage: str, p_gt: float = 0.0, rng=None,
             losses = stage1_losses(out, b, net.img_xy8, pa_weight)
         else:
             use_gt = rng is not None and rng.random() < p_gt
+            if use_gt:  # a reader of the image plane: the bones' true places in the image too
+                override = {**override, "uv": torch.stack([b["uv"], b["tail_uv"]], -2)}
             out = net(img, *rig_args(b), pose_override=override if use_gt else None)
             losses = {**stage1_losses(out, b, net.img_xy8, pa_weight), **stage2_losses(out, b)}
     return sum(losses.values()), losses, out
@@ -669,6 +675,7 @@ def fit(tc: TrainConfig, mc: ModelConfig, resume: bool = True, quiet: bool = Fal
         for g in opt.param_groups:
             g["lr"] = lr_at(step, tc, forked_at)
         p_gt = 0.5 * max(0.0, 1.0 - (step - tc.steps_a - tc.steps_b) / max(1, 0.7 * tc.steps_c))
+        p_gt = tc.p_given if tc.p_given >= 0 else p_gt
         loss, parts, _ = run_batch(net, b, stage, p_gt, rng, tc.pa_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -216,3 +216,26 @@ def test_aligned_error_removes_a_rotation_only():
     assert 0.03 < float(e[..., 5].mean()) < 0.05 and float(e[..., :5].mean()) < 0.01
     aligned_error(pred, true + 0.01, m).sum().backward()
     assert pred.grad.abs().sum() > 0
+
+
+def test_given_positions_in_stage_c_bring_the_bones_true_image_places_to_stage_2(shards, monkeypatch):
+    """`p_given` 1: every stage-C batch feeds stage 2 the given positions, and stage 2's look around each bone is
+    at the bone's true place in the image (the truth's uv), not where stage 1 found it; 0: stage 1's own."""
+    from models.model import MocapNet
+    from models.train import load_feats, run_batch
+    data, cache, _ = shards
+    clips = [Clip(p) for p in sorted(data.glob("*.npz"))]
+    rng = np.random.default_rng(0)
+    tc = TrainConfig(flat_depth=1.0)
+    b = collate([make_sample(c, 8, rng, tc, feats=load_feats(cache, c.name)) for c in clips])
+    b = {k: torch.as_tensor(v) if isinstance(v, np.ndarray) else v for k, v in b.items()}
+    net = MocapNet(ModelConfig(**TINY), pretrained=False)
+    seen = []
+    real = net.bone_distance
+    monkeypatch.setattr(net, "bone_distance", lambda uv: seen.append(uv.detach().clone()) or real(uv))
+    for p_gt, truth_last in ((1.0, True), (0.0, False)):
+        seen.clear()
+        loss, parts, _ = run_batch(net, b, "c", p_gt, np.random.default_rng(1))
+        truth = torch.stack([b["uv"], b["tail_uv"]], -2).float()
+        assert torch.isfinite(loss) and "rot" in parts
+        assert torch.allclose(seen[-1].float(), truth) == truth_last
