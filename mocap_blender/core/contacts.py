@@ -8,10 +8,13 @@ position, and the chain above it turns so that it stays there: up to CHAIN_BONES
 (never the root, never a bone where the tree branches; a leaf hanging from such a bone turns itself), solved by
 damped least squares on the bones' rotations, so the smallest turn that pins the point is taken and long bones
 near the body carry most of it. The pin fades in and out over BLEND_FRAMES frames. A stretch the pin would move by
-more than MAX_SHIFT of the height is left alone: that is not a contact the capture nearly got right.
+more than MAX_SHIFT of the height is left alone: that is not a contact the capture nearly got right. A frame keeps
+its pose where the solve does not get closer or would turn a bone more than MAX_TURN degrees, and an end point
+closer than MIN_REACH to the top of its chain (a stub, a helper bone on the root) is never pinned.
 
-Works on the pose in armature space, root bone location included, so it needs the root's motion. The caller keeps
-the result before clean-up. `up` is the world's up direction in armature space.
+Works on the pose in armature space, root bone location included (the keyed one; the pipeline passes the
+reference's when the root's motion is not keyed). The caller keeps the result before clean-up. `up` is the world's
+up direction in armature space.
 """
 from __future__ import annotations
 
