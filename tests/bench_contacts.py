@@ -24,7 +24,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from mocap_blender.core import contacts as C, rotations as R  # noqa: E402
-from mocap_blender.core.skeleton import Skeleton, forward_kinematics  # noqa: E402
+from mocap_blender.core.skeleton import Skeleton, forward_kinematics, pose_tails  # noqa: E402
 from mocap_blender.core.smoothing import smooth_positions  # noqa: E402
 
 
@@ -34,8 +34,7 @@ def smooth_noise(rng, shape, sigma=3.0):
 
 
 def end_points(skel, rot, loc, leaves):
-    pose = forward_kinematics(skel, rot, loc)
-    return np.stack([(pose[:, j] @ np.array([0.0, skel.lengths[j], 0.0, 1.0]))[:, :3] for j in leaves], axis=1)
+    return pose_tails(skel, forward_kinematics(skel, rot, loc))[:, list(leaves)]
 
 
 def main(argv=None):

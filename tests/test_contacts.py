@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from mocap_blender.core import contacts as C, rotations as R
-from mocap_blender.core.skeleton import Skeleton, forward_kinematics
+from mocap_blender.core.skeleton import Skeleton, forward_kinematics, pose_tails
 from mocap_blender.core.smoothing import smooth_positions
 from _core_rigs import legs_rig
 
@@ -36,9 +36,7 @@ def with_errors(skel, rot, loc, degrees=2.0, root=0.005, seed=0):
 
 
 def foot_tips(skel, rot, loc):
-    pose = forward_kinematics(skel, rot, loc)
-    return np.stack([(pose[:, skel.index(n)] @ np.array([0, skel.lengths[skel.index(n)], 0, 1]))[:, :3]
-                     for n in ("foot.L", "foot.R")], axis=1)  # (F, 2, 3)
+    return pose_tails(skel, forward_kinematics(skel, rot, loc))[:, [skel.index("foot.L"), skel.index("foot.R")]]
 
 
 def test_end_chains_stop_at_branches_and_skip_stubs():

@@ -116,7 +116,7 @@ def test_contact_clean_up_runs_after_smoothing_and_keeps_the_raw_capture(model, 
     video, so the feet skate along. The clean-up finds both feet, pins them, says so and keeps the raw capture; off,
     it does not run."""
     from _core_rigs import legs_rig
-    from mocap_blender.core.skeleton import forward_kinematics
+    from mocap_blender.core.skeleton import forward_kinematics, pose_tails
     sk = legs_rig()
     ref = np.tile(np.eye(3), (sk.n_joints, 1, 1))
     on, steps = run(capture_steps(model, sk, ref, clip, smoothing=1.0, contacts=True, up=(0.0, 0.0, 1.0)))
@@ -128,8 +128,7 @@ def test_contact_clean_up_runs_after_smoothing_and_keeps_the_raw_capture(model, 
     assert "Pinning planted feet" in [s[2] for s in steps]
 
     def tips(result):
-        pose = forward_kinematics(sk, result.rotations, result.root_location)
-        return np.stack([(pose[:, f] @ np.array([0.0, sk.lengths[f], 0.0, 1.0]))[:, :3] for f in feet], axis=1)
+        return pose_tails(sk, forward_kinematics(sk, result.rotations, result.root_location))[:, feet]
 
     drift = lambda p: np.ptp(p, axis=0).max() / sk.height
     assert drift(tips(off)) > 0.02 and drift(tips(on)) < 0.2 * drift(tips(off))

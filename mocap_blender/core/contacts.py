@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import rotations as R
-from .skeleton import Skeleton, forward_kinematics
+from .skeleton import Skeleton, forward_kinematics, pose_tails
 from .smoothing import smooth_positions
 
 CONTACT_HEIGHT = 0.04  # of the rig's height, above the ground level
@@ -155,7 +155,7 @@ def clean_contacts(skel: Skeleton, rot, root_loc, fps: float, up=(0.0, 0.0, 1.0)
     up = np.asarray(up, np.float64)
     up = up / max(np.linalg.norm(up), 1e-12)
     pose = forward_kinematics(skel, rot, root_loc)  # (F, J, 4, 4)
-    tails = np.stack([(pose[:, leaf] @ _tail_local(skel, leaf))[:, :3] for leaf in leaves], axis=1)  # (F, K, 3)
+    tails = pose_tails(skel, pose)[:, list(leaves)]  # (F, K, 3) the end points
     calm = smooth_positions(tails, DETECT_SIGMA)
     height = calm @ up
     ground = np.percentile(height.min(axis=1), GROUND_PERCENTILE)
@@ -195,7 +195,6 @@ def clean_contacts(skel: Skeleton, rot, root_loc, fps: float, up=(0.0, 0.0, 1.0)
         rot[np.flatnonzero(move)[ok]] = sub[ok]
         planted[np.flatnonzero(move)[~ok], k] = False
     if planted.any():
-        pose = forward_kinematics(skel, rot, root_loc)
-        after = np.stack([(pose[:, leaf] @ _tail_local(skel, leaf))[:, :3] for leaf in leaves], axis=1)
+        after = pose_tails(skel, forward_kinematics(skel, rot, root_loc))[:, list(leaves)]
         shift = np.linalg.norm(after - tails, axis=-1) / h
     return rot, Contacts(leaves, planted, shift)
