@@ -209,7 +209,7 @@ def test_aligned_error_removes_a_rotation_only():
     rot = torch.from_numpy(rotvec_to_matrix(rng.normal(0, 1.0, (2, 3, 3))))
     pred = (rot[:, :, None] @ true[..., None])[..., 0].requires_grad_(True)
     m = torch.ones(2, 1, 12, dtype=torch.float64)
-    assert float(aligned_error(pred, true, m).max()) < 1e-9
+    assert float(aligned_error(pred, true, m).detach().max()) < 1e-9
     moved = true.clone()
     moved[:, :, 5, 0] += 0.05
     e = aligned_error(moved, true, m)
