@@ -61,9 +61,9 @@ class TrainConfig:
     # share of stage-2 samples given the image plane only (probe `models/probe_flat_depth.py`): camera-frame depth
     # replaced by the reference pose's, carried by the true root, and told FLAT_DEPTH_ERR (0 = off, as before 3 Dec)
     flat_depth: float = 0.0
-    # share of stage-C batches whose stage 2 gets the given positions (true, noisy or flat) and the true image
-    # positions of the bones instead of stage 1's; -1 = scheduled sampling (0.5 falling to 0). 1 trains stage 2 on
-    # images alone (probe `models/probe_flat_depth.py --images`)
+    # share of stage-C batches whose stage 2 gets the given positions (true, noisy or flat) AND the bones' true
+    # places in the image instead of stage 1's; -1 = scheduled sampling as before 6 Dec (0.5 falling to 0, given
+    # positions only). 1 with flat_depth 1: stage 2 on a perfect image-plane reader (`probe_flat_depth.py --images`)
     p_given: float = -1.0
     save_every: int = 100
     log_every: int = 20
@@ -437,8 +437,9 @@ def rig_args(b):
 
 
 def run_batch(net: MocapNet, b: dict, stage: str, p_gt: float = 0.0, rng=None,
-              pa_weight: float = 0.0) -> tuple[torch.Tensor, dict, dict]:
-    """One forward pass and the losses of a stage ('a' skeletal, 'b' video->pose, 'c' joint)."""
+              pa_weight: float = 0.0, given_uv: bool = False) -> tuple[torch.Tensor, dict, dict]:
+    """One forward pass and the losses of a stage ('a' skeletal, 'b' video->pose, 'c' joint). In stage C, a share
+    p_gt of the batches feeds stage 2 the given positions, with the bones' true image places if `given_uv`."""
     override = {"head_can": b["noisy_head_can"], "tail_can": b["noisy_tail_can"], "head_cam": b["noisy_head_cam"],
                 "pos_err": b["pos_err"]}
     if stage == "a":
@@ -455,7 +456,7 @@ def run_batch(net: MocapNet, b: dict, stage: str, p_gt: float = 0.0, rng=None,
             losses = stage1_losses(out, b, net.img_xy8, pa_weight)
         else:
             use_gt = rng is not None and rng.random() < p_gt
-            if use_gt:  # a reader of the image plane: the bones' true places in the image too
+            if use_gt and given_uv:  # a reader of the image plane: the bones' true places in the image too
                 override = {**override, "uv": torch.stack([b["uv"], b["tail_uv"]], -2)}
             out = net(img, *rig_args(b), pose_override=override if use_gt else None)
             losses = {**stage1_losses(out, b, net.img_xy8, pa_weight), **stage2_losses(out, b)}
@@ -676,7 +677,7 @@ def fit(tc: TrainConfig, mc: ModelConfig, resume: bool = True, quiet: bool = Fal
             g["lr"] = lr_at(step, tc, forked_at)
         p_gt = 0.5 * max(0.0, 1.0 - (step - tc.steps_a - tc.steps_b) / max(1, 0.7 * tc.steps_c))
         p_gt = tc.p_given if tc.p_given >= 0 else p_gt
-        loss, parts, _ = run_batch(net, b, stage, p_gt, rng, tc.pa_weight)
+        loss, parts, _ = run_batch(net, b, stage, p_gt, rng, tc.pa_weight, tc.p_given >= 0)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)

@@ -220,7 +220,8 @@ def test_aligned_error_removes_a_rotation_only():
 
 def test_given_positions_in_stage_c_bring_the_bones_true_image_places_to_stage_2(shards, monkeypatch):
     """`p_given` 1: every stage-C batch feeds stage 2 the given positions, and stage 2's look around each bone is
-    at the bone's true place in the image (the truth's uv), not where stage 1 found it; 0: stage 1's own."""
+    at the bone's true place in the image (the truth's uv), not where stage 1 found it; 0: stage 1's own; the
+    scheduled sampling of earlier runs (no `given_uv`) gives positions only, as before."""
     from models.model import MocapNet
     from models.train import load_feats, run_batch
     data, cache, _ = shards
@@ -233,9 +234,9 @@ def test_given_positions_in_stage_c_bring_the_bones_true_image_places_to_stage_2
     seen = []
     real = net.bone_distance
     monkeypatch.setattr(net, "bone_distance", lambda uv: seen.append(uv.detach().clone()) or real(uv))
-    for p_gt, truth_last in ((1.0, True), (0.0, False)):
+    for p_gt, given_uv, truth_last in ((1.0, True, True), (0.0, True, False), (1.0, False, False)):
         seen.clear()
-        loss, parts, _ = run_batch(net, b, "c", p_gt, np.random.default_rng(1))
+        loss, parts, _ = run_batch(net, b, "c", p_gt, np.random.default_rng(1), given_uv=given_uv)
         truth = torch.stack([b["uv"], b["tail_uv"]], -2).float()
         assert torch.isfinite(loss) and "rot" in parts
         assert torch.allclose(seen[-1].float(), truth) == truth_last
