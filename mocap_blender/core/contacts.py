@@ -139,9 +139,10 @@ def _path(skel: Skeleton, chain, leaf) -> list[int]:
     return sorted(out)
 
 
-def clean_contacts(skel: Skeleton, rot, root_loc, fps: float, up=(0.0, 0.0, 1.0)) -> tuple[np.ndarray, Contacts]:
+def clean_contacts(skel: Skeleton, rot, root_loc, fps: float, up=None) -> tuple[np.ndarray, Contacts]:
     """Local rotations (F, J, 3, 3) and root location (F, 3) -> (rotations with planted end points pinned,
-    Contacts). The root's rotation and location and every bone outside the pinned chains are unchanged."""
+    Contacts). `up`: the world's up in armature space (None: +Z). The root's rotation and location and every bone
+    outside the pinned chains are unchanged."""
     rot = np.array(rot, dtype=np.float64)
     root_loc = np.asarray(root_loc, dtype=np.float64)
     f = rot.shape[0]
@@ -152,7 +153,7 @@ def clean_contacts(skel: Skeleton, rot, root_loc, fps: float, up=(0.0, 0.0, 1.0)
     if f < MIN_FRAMES or not chains:
         return rot, Contacts(leaves, planted, shift)
     h = skel.height
-    up = np.asarray(up, np.float64)
+    up = np.array([0.0, 0.0, 1.0]) if up is None else np.asarray(up, np.float64)
     up = up / max(np.linalg.norm(up), 1e-12)
     pose = forward_kinematics(skel, rot, root_loc)  # (F, J, 4, 4)
     tails = pose_tails(skel, pose)[:, list(leaves)]  # (F, K, 3) the end points

@@ -214,8 +214,7 @@ def capture_steps(model, skeleton: Skeleton, ref_rot, video_path, *, ref_video_f
         yield n, n, "Pinning planted feet"
         kept = loc if loc is not None else np.broadcast_to(
             np.zeros(3) if ref_location is None else np.asarray(ref_location, np.float64), (n, 3))
-        smoothed, found = clean_contacts(skeleton, smoothed, kept, reader.fps, up=(0.0, 0.0, 1.0) if up is None
-                                         else up)
+        smoothed, found = clean_contacts(skeleton, smoothed, kept, reader.fps, up)
         notes.append(contact_note(found, [skeleton.names[j] for j in found.leaves]))
     return CaptureResult(names=skeleton.names, rotations=smoothed, raw_rotations=raw, confidence=conf,
                          root_orientation_cam=root_cam, heads_cam=heads, fps=reader.fps, frame_first=first,
